@@ -1,0 +1,33 @@
+// Crash-safe file output: bytes go to a temporary file beside the target, which is synced and
+// renamed over the target only when complete. A failure or crash never leaves a half-written
+// file under the final name, nor touches what was there before.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+namespace anomalysd {
+
+class AtomicFileWriter {
+ public:
+  explicit AtomicFileWriter(std::string path);  // creates the temporary file; throws FormatError
+  AtomicFileWriter(const AtomicFileWriter&) = delete;
+  AtomicFileWriter& operator=(const AtomicFileWriter&) = delete;
+  ~AtomicFileWriter();  // removes the temporary file unless commit() succeeded
+
+  void write(const void* data, std::size_t size);
+  void write(const std::string& text) { write(text.data(), text.size()); }
+  void commit();  // fsync + rename onto the final path
+
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  std::string temp_path_;
+  int fd_ = -1;
+  bool committed_ = false;
+};
+
+void write_file_atomically(const std::string& path, const std::string& contents);
+
+}  // namespace anomalysd

@@ -1,0 +1,39 @@
+// Where and how tensors run: device, dtype, seed and intra-op threads, from the config's
+// top-level keys. Applied once at start-up by every command that computes.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include <c10/core/Device.h>
+#include <c10/core/ScalarType.h>
+
+#include "anomalysd/io/config.h"
+
+namespace anomalysd {
+
+struct RuntimeConfig {
+  std::string device = "auto";    // auto | cpu | cuda | cuda:N
+  std::string dtype = "float32";  // float32 | float16 | bfloat16
+  int64_t seed = 0;
+  int64_t threads = 0;  // LibTorch intra-op threads; 0 = all cores (Debian's LibTorch defaults to 1)
+
+  // Reads the keys `device`, `dtype`, `seed`, `threads` of `section`.
+  static RuntimeConfig from_config(ConfigSection& section);
+};
+
+struct Runtime {
+  c10::Device device{c10::kCPU};
+  c10::ScalarType dtype = c10::kFloat;
+  int threads = 1;
+  int64_t seed = 0;
+};
+
+// Resolves `auto`, checks that the device exists and supports the dtype, sets LibTorch's
+// thread count and seeds its generators. Throws InputError naming the offending key.
+Runtime apply_runtime(const RuntimeConfig& config);
+
+c10::ScalarType parse_run_dtype(const std::string& name);  // float32 | float16 | bfloat16
+int default_thread_count();
+
+}  // namespace anomalysd

@@ -1,0 +1,16 @@
+#pragma once
+
+#include <string>
+
+namespace anomalysd {
+
+const char* project_version();  // "0.1.0"
+
+// Multi-line report for `anomalysd --version`: project and LibTorch versions, the BLAS library
+// actually loaded (Debian's LibTorch uses whichever libblas.so.3 is selected), threads, CUDA.
+std::string version_report();
+
+// Path of the loaded BLAS library (resolved symlinks) and its self-description, or "" if none found.
+std::string loaded_blas();
+
+}  // namespace anomalysd

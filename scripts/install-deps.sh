@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs everything anomalysd needs from Debian 12's apt. Idempotent: packages already
+# present are not fetched again. Runs as root, or through sudo otherwise.
+set -euo pipefail
+
+packages=(
+  build-essential cmake ninja-build ccache pkg-config
+  libtorch-dev libopencv-dev libcli11-dev libspdlog-dev nlohmann-json3-dev libyaml-cpp-dev libgtest-dev
+  # Debian's LibTorch calls whatever libblas.so.3 is selected; the reference BLAS makes
+  # matmul ~30x slower, so an optimised one is part of the set-up, not an option.
+  libopenblas0-openmp
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+sudo_cmd=()
+if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo_cmd[@]}" apt-get update -qq
+  "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  echo "install-deps: all packages present"
+fi
+
+# Select OpenBLAS as libblas.so.3 even if another BLAS was installed first.
+arch_dir=/usr/lib/x86_64-linux-gnu
+[ -d "$arch_dir" ] || arch_dir=/usr/lib/$(gcc -print-multiarch 2>/dev/null || echo aarch64-linux-gnu)
+openblas=$(ls "$arch_dir"/openblas-openmp/libblas.so.3 2>/dev/null || true)
+if [ -n "$openblas" ]; then
+  "${sudo_cmd[@]}" update-alternatives --set "libblas.so.3-$(basename "$arch_dir")" "$openblas" >/dev/null 2>&1 || true
+  lapack=$(ls "$arch_dir"/openblas-openmp/liblapack.so.3 2>/dev/null || true)
+  [ -n "$lapack" ] && { "${sudo_cmd[@]}" update-alternatives --set "liblapack.so.3-$(basename "$arch_dir")" "$lapack" >/dev/null 2>&1 || true; }
+fi
+echo "install-deps: libblas.so.3 -> $(readlink -f "$arch_dir"/libblas.so.3 2>/dev/null || echo '?')"

@@ -1,0 +1,38 @@
+#include "anomalysd/app_config.h"
+
+#include "anomalysd_embedded_config.h"  // generated: kEmbeddedDefaultConfig
+
+namespace anomalysd {
+
+AppConfig AppConfig::from_source(const ConfigSource& source) {
+  ConfigSection root = ConfigSection::root(source);
+  AppConfig c;
+  c.runtime = RuntimeConfig::from_config(root);
+  root.finish();
+  return c;
+}
+
+std::string AppConfig::to_yaml() const {
+  YAML::Emitter out;
+  out << YAML::BeginMap;
+  out << YAML::Key << "device" << YAML::Value << runtime.device;
+  out << YAML::Key << "dtype" << YAML::Value << runtime.dtype;
+  out << YAML::Key << "seed" << YAML::Value << runtime.seed;
+  out << YAML::Key << "threads" << YAML::Value << runtime.threads;
+  out << YAML::EndMap;
+  return std::string(out.c_str()) + "\n";
+}
+
+const std::string& embedded_default_config() {
+  static const std::string text(kEmbeddedDefaultConfig);
+  return text;
+}
+
+AppConfig load_app_config(const std::string& path, const std::vector<std::string>& overrides) {
+  ConfigSource source = path.empty() ? parse_config_text(embedded_default_config(), "<embedded default config>")
+                                     : load_config_file(path);
+  apply_overrides(source, overrides);
+  return AppConfig::from_source(source);
+}
+
+}  // namespace anomalysd

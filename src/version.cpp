@@ -1,0 +1,67 @@
+#include "anomalysd/version.h"
+
+#include <dlfcn.h>
+#include <link.h>
+
+#include <climits>
+#include <cstdlib>
+#include <sstream>
+#include <vector>
+
+#include <torch/torch.h>
+#include <torch/version.h>
+
+#include "anomalysd/runtime.h"
+#include "anomalysd_version.h"  // generated: ANOMALYSD_VERSION
+
+namespace anomalysd {
+
+const char* project_version() { return ANOMALYSD_VERSION; }
+
+namespace {
+
+int collect_blas(struct dl_phdr_info* info, size_t, void* out) {
+  const std::string name = info->dlpi_name ? info->dlpi_name : "";
+  const auto slash = name.rfind('/');
+  const std::string base = slash == std::string::npos ? name : name.substr(slash + 1);
+  if (base.find("blas") != std::string::npos || base.find("mkl_core") != std::string::npos ||
+      base.find("mkl_rt") != std::string::npos) {
+    char resolved[PATH_MAX];
+    static_cast<std::vector<std::string>*>(out)->push_back(::realpath(name.c_str(), resolved) ? resolved : name);
+  }
+  return 0;
+}
+
+}  // namespace
+
+std::string loaded_blas() {
+  std::vector<std::string> libs;
+  dl_iterate_phdr(collect_blas, &libs);
+  std::string out;
+  for (const auto& l : libs) out += (out.empty() ? "" : ", ") + l;
+  // OpenBLAS describes its build (kernel, threading) through openblas_get_config.
+  using ConfigFn = char* (*)();
+  if (auto fn = reinterpret_cast<ConfigFn>(::dlsym(RTLD_DEFAULT, "openblas_get_config"))) out += std::string(" (") + fn() + ")";
+  // Debian's reference BLAS lives in .../blas/libblas.so.3; optimised ones in their own folders.
+  if (out.find("/blas/libblas.so") != std::string::npos)
+    out += " [the reference BLAS: matmul ~30x slower; run scripts/install-deps.sh]";
+  return out;
+}
+
+std::string version_report() {
+  std::ostringstream s;
+  s << "anomalysd " << project_version() << "\n";
+  s << "LibTorch " << TORCH_VERSION_MAJOR << "." << TORCH_VERSION_MINOR << "." << TORCH_VERSION_PATCH << "\n";
+  const std::string blas = loaded_blas();
+  s << "BLAS: " << (blas.empty() ? "none loaded (or statically linked, e.g. MKL)" : blas) << "\n";
+  s << "CPU threads: " << default_thread_count() << " cores (LibTorch default " << at::get_num_threads() << ")\n";
+  if (torch::cuda::is_available()) {
+    s << "CUDA: available, " << torch::cuda::device_count() << " device(s)";
+    s << (torch::cuda::cudnn_is_available() ? ", cuDNN available" : "") << "\n";
+  } else {
+    s << "CUDA: not available\n";
+  }
+  return s.str();
+}
+
+}  // namespace anomalysd

@@ -1,0 +1,133 @@
+// Config binding: defaults, overrides, and errors that name file:line:col or the --set that
+// supplied the bad value.
+#include <gtest/gtest.h>
+
+#include "anomalysd/app_config.h"
+#include "anomalysd/io/config.h"
+#include "anomalysd/io/errors.h"
+#include "test_support.h"
+
+namespace anomalysd {
+namespace {
+
+// Runs `bind` on `text` and returns the ConfigError message ("" if none was thrown).
+template <typename Bind>
+std::string config_error(const std::string& text, Bind&& bind, const std::vector<std::string>& overrides = {}) {
+  try {
+    ConfigSource source = parse_config_text(text, "cfg.yaml");
+    apply_overrides(source, overrides);
+    bind(source);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+void bind_app(const ConfigSource& s) { AppConfig::from_source(s); }
+
+TEST(Config, EmbeddedDefaultHoldsTheDocumentedDefaults) {
+  const AppConfig c = load_app_config("");
+  EXPECT_EQ(c.runtime.device, "auto");
+  EXPECT_EQ(c.runtime.dtype, "float32");
+  EXPECT_EQ(c.runtime.seed, 0);
+  EXPECT_EQ(c.runtime.threads, 0);
+}
+
+TEST(Config, ShippedConfigsAreValid) {
+  const AppConfig c = load_app_config(std::string(ANOMALYSD_SOURCE_DIR) + "/configs/default.yaml");
+  EXPECT_EQ(c.runtime.device, "auto");
+}
+
+TEST(Config, ReadsValuesAndOverrides) {
+  ConfigSource s = parse_config_text("device: cpu\nseed: 7\nthreads: 3\n", "cfg.yaml");
+  apply_overrides(s, {"seed=11", "dtype=bfloat16"});
+  const AppConfig c = AppConfig::from_source(s);
+  EXPECT_EQ(c.runtime.device, "cpu");
+  EXPECT_EQ(c.runtime.seed, 11);
+  EXPECT_EQ(c.runtime.threads, 3);
+  EXPECT_EQ(c.runtime.dtype, "bfloat16");
+}
+
+TEST(Config, EmptyDocumentMeansDefaults) {
+  const AppConfig c = AppConfig::from_source(parse_config_text("# nothing\n", "cfg.yaml"));
+  EXPECT_EQ(c.runtime.device, "auto");
+}
+
+TEST(Config, UnknownKeyNamesLineAndColumn) {
+  EXPECT_EQ(config_error("device: cpu\n  \nnoise_strenght: 0.5\n", bind_app).rfind("cfg.yaml:3:1: unknown key 'noise_strenght'", 0), 0u);
+}
+
+TEST(Config, WrongTypeNamesKeyAndValue) {
+  EXPECT_EQ(config_error("seed: seven\n", bind_app), "cfg.yaml:1:7: key 'seed' must be an integer, got 'seven'");
+  EXPECT_EQ(config_error("threads: [1, 2]\n", bind_app), "cfg.yaml:1:10: key 'threads' must be an integer, got a list");
+  EXPECT_EQ(config_error("seed: 1.5\n", bind_app), "cfg.yaml:1:7: key 'seed' must be an integer, got '1.5'");
+}
+
+TEST(Config, OutOfRangeAndBadChoice) {
+  EXPECT_EQ(config_error("threads: -1\n", bind_app), "cfg.yaml:1:10: key 'threads' = -1 is out of range [0, 1024]");
+  EXPECT_EQ(config_error("dtype: fp8\n", bind_app),
+            "cfg.yaml:1:8: key 'dtype' = 'fp8' is not one of: float32, float16, bfloat16");
+  EXPECT_EQ(config_error("device: gpu\n", bind_app),
+            "cfg.yaml:1:9: key 'device' = 'gpu' is not one of: auto, cpu, cuda, cuda:N");
+}
+
+TEST(Config, OverrideErrorsNameTheOverride) {
+  EXPECT_EQ(config_error("", bind_app, {"threads=lots"}), "--set threads=lots: key 'threads' must be an integer, got 'lots'");
+  EXPECT_EQ(config_error("", bind_app, {"model.path=x"}).rfind("--set model.path=x: unknown key 'model'", 0), 0u);
+  EXPECT_EQ(config_error("", bind_app, {"novalue"}), "--set novalue: expected --set key.path=value");
+  EXPECT_EQ(config_error("seed: 1\n", bind_app, {"seed.x=2"}), "--set seed.x=2: 'seed' is a value, not a section");
+  EXPECT_EQ(config_error("", bind_app, {"a..b=2"}), "--set a..b=2: empty component in key 'a..b'");
+}
+
+TEST(Config, InvalidYamlNamesLine) {
+  const std::string e = config_error("device: cpu\nseed: [1, 2\n", bind_app);
+  EXPECT_EQ(e.rfind("cfg.yaml:", 0), 0u) << e;
+  EXPECT_NE(e.find("invalid YAML"), std::string::npos) << e;
+  EXPECT_EQ(config_error("- a\n- b\n", bind_app), "cfg.yaml: a config must be a mapping of keys to values");
+}
+
+TEST(Config, MissingFileIsFormatError) {
+  EXPECT_THROW(load_app_config("/nonexistent/config.yaml"), FormatError);
+}
+
+// The section machinery that later stages build on: nesting, lists, doubles, required keys.
+TEST(ConfigSection, NestedSectionsListsAndNumbers) {
+  ConfigSource s = parse_config_text(
+      "infer:\n  strength: 0.5\n  scales: [1, 2, 4, 8]\n  classes: bottle\n  weights: [0.9, 0.1]\n", "cfg.yaml");
+  apply_override(s, "infer.masks.blur_sigma=4");
+  ConfigSection root = ConfigSection::root(s);
+  ConfigSection infer = root.section("infer");
+  EXPECT_DOUBLE_EQ(infer.get_double("strength", 1.0, 0.0, 1.0), 0.5);
+  EXPECT_EQ(infer.get_int_list("scales", {}, 1, 64), (std::vector<int64_t>{1, 2, 4, 8}));
+  EXPECT_EQ(infer.get_string_list("classes", {}), (std::vector<std::string>{"bottle"}));
+  EXPECT_EQ(infer.get_double_list("weights", {}, 0, 1), (std::vector<double>{0.9, 0.1}));
+  ConfigSection masks = infer.section("masks");
+  EXPECT_DOUBLE_EQ(masks.get_double("blur_sigma", 0, 0, 100), 4.0);
+  EXPECT_FALSE(masks.get_bool("absent", false));
+  EXPECT_NO_THROW(masks.finish());
+  EXPECT_NO_THROW(infer.finish());
+  EXPECT_NO_THROW(root.finish());
+}
+
+TEST(ConfigSection, ValueErrorsInNestedSections) {
+  ConfigSource s = parse_config_text("infer:\n  strength: .nan\n  scales: [1, 100]\n  flag: maybe\n  sub: 3\n", "cfg.yaml");
+  ConfigSection infer = ConfigSection::root(s).section("infer");
+  auto message = [](auto&& f) {
+    try {
+      f();
+    } catch (const ConfigError& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  EXPECT_EQ(message([&] { infer.get_double("strength", 0, 0, 1); }),
+            "cfg.yaml:2:13: key 'infer.strength' must be a finite number, got '.nan'");
+  EXPECT_EQ(message([&] { infer.get_int_list("scales", {}, 1, 64); }),
+            "cfg.yaml:3:11: key 'infer.scales' holds 100, out of range [1, 64]");
+  EXPECT_EQ(message([&] { infer.get_bool("flag", false); }), "cfg.yaml:4:9: key 'infer.flag' must be true or false, got 'maybe'");
+  EXPECT_EQ(message([&] { infer.section("sub"); }), "cfg.yaml:5:8: key 'infer.sub' must be a section (a mapping), got '3'");
+  EXPECT_EQ(message([&] { infer.require_string("model"); }), "cfg.yaml:2:3: required key 'infer.model' is missing");
+}
+
+}  // namespace
+}  // namespace anomalysd
