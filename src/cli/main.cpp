@@ -15,6 +15,9 @@
 #include "anomalysd/io/errors.h"
 #include "anomalysd/io/inspect.h"
 #include "anomalysd/io/safetensors.h"
+#include "anomalysd/io/tensor_io.h"
+#include "anomalysd/models/components.h"
+#include "anomalysd/runtime.h"
 #include "anomalysd/util/logging.h"
 #include "anomalysd/version.h"
 
@@ -48,6 +51,51 @@ int run_config(const ConfigOptions& o) {
   return 0;
 }
 
+struct ForwardOptions {
+  anomalysd::ForwardRequest request;
+  std::string inputs;
+  std::string output;
+};
+
+int run_forward(const ForwardOptions& o) {
+  std::map<std::string, at::Tensor> inputs;
+  if (!o.inputs.empty()) inputs = anomalysd::load_all(o.inputs);
+  const auto outputs = anomalysd::run_forward(o.request, inputs);
+  anomalysd::save_safetensors(o.output, outputs, {{"format", "pt"}, {"component", o.request.component}});
+  for (const auto& [name, t] : outputs) {
+    std::string shape;
+    for (int64_t d : t.sizes()) shape += (shape.empty() ? "" : ", ") + std::to_string(d);
+    spdlog::info("{}: {} [{}]", name, c10::toString(t.scalar_type()), shape);
+  }
+  return 0;
+}
+
+struct BenchOptions {
+  std::string component;
+  std::string config;
+  std::vector<int64_t> batches{1};
+  int64_t repeats = 3;
+  int64_t size = 0;
+  int64_t threads = 0;
+};
+
+int run_bench(const BenchOptions& o) {
+  anomalysd::RuntimeConfig rc;
+  rc.device = "cpu";
+  rc.threads = o.threads;
+  anomalysd::apply_runtime(rc);
+  std::printf("%-11s %5s %12s %14s %12s %s\n", "component", "batch", "median s", "s per sample", "peak RSS GiB", "runs (s)");
+  for (const int64_t batch : o.batches) {
+    const auto f = anomalysd::bench_component(o.component, o.config, batch, o.repeats, o.size);
+    std::string runs;
+    for (double s : f.seconds) runs += (runs.empty() ? "" : " ") + std::to_string(s).substr(0, 6);
+    std::printf("%-11s %5lld %12.2f %14.2f %12.2f %s\n", f.what.c_str(), static_cast<long long>(f.batch), f.median_s,
+                f.median_s / static_cast<double>(f.batch), f.peak_rss_gib, runs.c_str());
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -68,6 +116,29 @@ int main(int argc, char** argv) {
   config_cmd->add_option("file", config.file, "CONFIG.yaml (default: the embedded default config)");
   config_cmd->add_option("--set", config.overrides, "Override a key: --set a.b.c=value (repeatable)");
 
+  ForwardOptions forward;
+  CLI::App* forward_cmd = app.add_subcommand("forward", "Run one model component on named input tensors (checks converted checkpoints)");
+  forward_cmd->add_option("--component", forward.request.component, "unet | vae-encode | vae-decode | text-encoder | tokenizer")
+      ->required()
+      ->check(CLI::IsMember(anomalysd::forward_components()));
+  forward_cmd->add_option("--model", forward.request.model_dir, "The component's folder (config.json + weights), or the tokenizer folder")
+      ->required();
+  forward_cmd->add_option("--inputs", forward.inputs, "IN.safetensors with the named inputs");
+  forward_cmd->add_option("--output", forward.output, "OUT.safetensors for the named outputs")->required();
+  forward_cmd->add_option("--variant", forward.request.variant, "Weight variant, e.g. fp16 (loads *.fp16.safetensors)");
+  forward_cmd->add_option("--device", forward.request.device, "cpu | cuda | cuda:N | auto")->capture_default_str();
+  forward_cmd->add_option("--dtype", forward.request.dtype, "float32 | float16 | bfloat16")->capture_default_str();
+  forward_cmd->add_option("--text", forward.request.texts, "Prompt for the tokenizer (repeatable)");
+
+  BenchOptions bench;
+  CLI::App* bench_cmd = app.add_subcommand("bench", "Time a real-size component built from its config.json with random weights (CPU)");
+  bench_cmd->add_option("component", bench.component, "unet | vae-encode | vae-decode")->required();
+  bench_cmd->add_option("--config", bench.config, "The component's config.json (e.g. sd2-inpainting/unet/config.json)")->required();
+  bench_cmd->add_option("--batch", bench.batches, "Batch sizes (repeatable)")->capture_default_str();
+  bench_cmd->add_option("--repeats", bench.repeats, "Timed runs after one warm-up")->capture_default_str();
+  bench_cmd->add_option("--size", bench.size, "Spatial size: latent for unet (default sample_size), image for vae (512)");
+  bench_cmd->add_option("--threads", bench.threads, "Intra-op threads (0 = all cores)")->capture_default_str();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -83,6 +154,8 @@ int main(int argc, char** argv) {
     }
     if (inspect_cmd->parsed()) return run_inspect(inspect);
     if (config_cmd->parsed()) return run_config(config);
+    if (forward_cmd->parsed()) return run_forward(forward);
+    if (bench_cmd->parsed()) return run_bench(bench);
     std::cout << app.help();
     return 0;
   } catch (const anomalysd::InputError& e) {

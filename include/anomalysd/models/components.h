@@ -1,0 +1,47 @@
+// One model component run on named input tensors — the engine of `anomalysd forward`, used to
+// check a converted checkpoint against reference outputs, and of `anomalysd bench`.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+namespace anomalysd {
+
+struct ForwardRequest {
+  std::string component;   // unet | vae-encode | vae-decode | text-encoder | tokenizer
+  std::string model_dir;   // the component's folder (config.json + weights), or the tokenizer folder
+  std::string variant;     // "" or e.g. "fp16": loads *.fp16.safetensors
+  std::string device = "cpu";
+  std::string dtype = "float32";
+  std::vector<std::string> texts;  // tokenizer prompts
+};
+
+const std::vector<std::string>& forward_components();
+
+// Inputs and outputs by name, as in ../shared/fixtures:
+//   unet: sample, timestep, encoder_hidden_states -> out
+//   vae-encode: image -> posterior_mean, posterior_std;  vae-decode: latent_z -> decoded_z
+//   text-encoder: input_ids -> last_hidden_state, pooler_output;  tokenizer: (texts) -> input_ids
+// Outputs are float32 (int64 for ids) on the CPU.
+std::map<std::string, at::Tensor> run_forward(const ForwardRequest& request, const std::map<std::string, at::Tensor>& inputs);
+
+struct BenchFigures {
+  std::string what;
+  int64_t batch = 1;
+  std::vector<double> seconds;  // each timed run
+  double median_s = 0;
+  double peak_rss_gib = 0;      // of the whole process so far
+  int64_t parameters = 0;
+};
+
+// Real-size models from a config.json with random weights: `unet` (64×64 latent, 77×E context),
+// `vae-encode` / `vae-decode` (512×512 image). `size` overrides the spatial size (latent for unet).
+BenchFigures bench_component(const std::string& component, const std::string& config_path, int64_t batch, int64_t repeats,
+                             int64_t size = 0);
+
+double peak_rss_gib();
+
+}  // namespace anomalysd

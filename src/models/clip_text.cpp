@@ -1,0 +1,119 @@
+// Port of transformers v4.33 models/clip/modeling_clip.py: CLIPTextTransformer.
+#include "anomalysd/models/clip_text.h"
+
+#include <filesystem>
+
+#include "anomalysd/io/errors.h"
+#include "anomalysd/models/blocks.h"
+#include "anomalysd/models/json_config.h"
+#include "anomalysd/models/weights.h"
+
+namespace anomalysd {
+
+namespace nn = torch::nn;
+
+ClipTextConfig ClipTextConfig::from_json(const std::string& path) {
+  JsonConfig j = JsonConfig::load(path);
+  ClipTextConfig c;
+  c.vocab_size = j.get_int("vocab_size", c.vocab_size);
+  c.hidden_size = j.get_int("hidden_size", c.hidden_size);
+  c.intermediate_size = j.get_int("intermediate_size", c.intermediate_size);
+  c.num_hidden_layers = j.get_int("num_hidden_layers", c.num_hidden_layers);
+  c.num_attention_heads = j.get_int("num_attention_heads", c.num_attention_heads);
+  c.max_position_embeddings = j.get_int("max_position_embeddings", c.max_position_embeddings);
+  c.layer_norm_eps = j.get_double("layer_norm_eps", c.layer_norm_eps);
+  c.hidden_act = j.get_string("hidden_act", c.hidden_act);
+  if (c.hidden_act != "quick_gelu" && c.hidden_act != "gelu")
+    j.fail("hidden_act", "unsupported activation '" + c.hidden_act + "' (quick_gelu or gelu)");
+  if (c.hidden_size % c.num_attention_heads != 0) j.fail("num_attention_heads", "does not divide hidden_size");
+  c.eos_token_id = j.get_int("eos_token_id", 2);
+  j.expect("model_type", "clip_text_model");
+  // Training-time and bookkeeping fields; the tokenizer's ids, not these, matter.
+  j.ignore({"architectures", "attention_dropout", "dropout", "bos_token_id", "pad_token_id", "initializer_factor",
+            "initializer_range", "projection_dim", "torch_dtype", "transformers_version"});
+  j.finish();
+  return c;
+}
+
+ClipAttentionImpl::ClipAttentionImpl(int64_t hidden, int64_t h) : heads(h) {
+  q_proj = register_module("q_proj", nn::Linear(hidden, hidden));
+  k_proj = register_module("k_proj", nn::Linear(hidden, hidden));
+  v_proj = register_module("v_proj", nn::Linear(hidden, hidden));
+  out_proj = register_module("out_proj", nn::Linear(hidden, hidden));
+}
+
+torch::Tensor ClipAttentionImpl::forward(const torch::Tensor& x) {
+  const int64_t b = x.size(0), l = x.size(1), e = x.size(2), d = e / heads;
+  auto split = [&](const torch::Tensor& t) { return t.view({b, l, heads, d}).transpose(1, 2); };  // [B, h, L, D]
+  const torch::Tensor out = scaled_dot_product_attention(split(q_proj(x)), split(k_proj(x)), split(v_proj(x)),
+                                                         /*upcast=*/false, /*causal=*/true);
+  return out_proj(out.transpose(1, 2).reshape({b, l, e}));
+}
+
+ClipMlpImpl::ClipMlpImpl(int64_t hidden, int64_t intermediate, std::string a) : act(std::move(a)) {
+  fc1 = register_module("fc1", nn::Linear(hidden, intermediate));
+  fc2 = register_module("fc2", nn::Linear(intermediate, hidden));
+}
+
+torch::Tensor ClipMlpImpl::forward(const torch::Tensor& x) {
+  torch::Tensor h = fc1(x);
+  h = act == "quick_gelu" ? h * torch::sigmoid(1.702 * h) : torch::gelu(h);
+  return fc2(h);
+}
+
+ClipEncoderLayerImpl::ClipEncoderLayerImpl(const ClipTextConfig& c) {
+  self_attn = register_module("self_attn", ClipAttention(c.hidden_size, c.num_attention_heads));
+  layer_norm1 = register_module("layer_norm1", nn::LayerNorm(nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps)));
+  mlp = register_module("mlp", ClipMlp(c.hidden_size, c.intermediate_size, c.hidden_act));
+  layer_norm2 = register_module("layer_norm2", nn::LayerNorm(nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps)));
+}
+
+torch::Tensor ClipEncoderLayerImpl::forward(const torch::Tensor& x) {
+  const torch::Tensor h = x + self_attn(layer_norm1(x));
+  return h + mlp(layer_norm2(h));
+}
+
+ClipTextModelImpl::ClipTextModelImpl(ClipTextConfig c) : config(std::move(c)) {
+  // Registered under the checkpoint's nesting: text_model.{embeddings, encoder.layers, final_layer_norm}.
+  auto text_model = register_module("text_model", std::make_shared<nn::Module>());
+  auto embeddings = text_model->register_module("embeddings", std::make_shared<nn::Module>());
+  token_embedding = embeddings->register_module("token_embedding", nn::Embedding(config.vocab_size, config.hidden_size));
+  position_embedding =
+      embeddings->register_module("position_embedding", nn::Embedding(config.max_position_embeddings, config.hidden_size));
+  auto encoder = text_model->register_module("encoder", std::make_shared<nn::Module>());
+  layers = encoder->register_module("layers", nn::ModuleList());
+  for (int64_t i = 0; i < config.num_hidden_layers; ++i) layers->push_back(ClipEncoderLayer(config));
+  final_layer_norm = text_model->register_module(
+      "final_layer_norm", nn::LayerNorm(nn::LayerNormOptions({config.hidden_size}).eps(config.layer_norm_eps)));
+}
+
+ClipTextOutput ClipTextModelImpl::forward(const torch::Tensor& input_ids, bool keep_hidden_states) {
+  if (input_ids.dim() != 2 || input_ids.size(1) > config.max_position_embeddings)
+    throw ShapeError("clip text: input_ids must be [B, L<=" + std::to_string(config.max_position_embeddings) + "]");
+  const torch::Tensor ids = input_ids.to(torch::kLong).to(token_embedding->weight.device());
+  const torch::Tensor positions = torch::arange(ids.size(1), ids.options());
+  ClipTextOutput out;
+  torch::Tensor h = token_embedding(ids) + position_embedding(positions).unsqueeze(0);  // [B, L, E]
+  if (keep_hidden_states) out.hidden_states.push_back(h);
+  for (const auto& layer : *layers) {
+    h = layer->as<ClipEncoderLayerImpl>()->forward(h);
+    if (keep_hidden_states) out.hidden_states.push_back(h);
+  }
+  out.last_hidden_state = final_layer_norm(h);
+  // Pooled = the end-of-text row. transformers' legacy rule (eos_token_id == 2 in old configs) takes
+  // argmax(ids), i.e. the first highest id (<|endoftext|> is the largest); otherwise the first eos.
+  const torch::Tensor eos_index = config.eos_token_id == 2 ? ids.argmax(-1) : (ids == config.eos_token_id).to(torch::kInt).argmax(-1);
+  out.pooler_output = out.last_hidden_state.index({torch::arange(ids.size(0), ids.options()), eos_index});
+  return out;
+}
+
+ClipTextModel load_clip_text(const std::string& dir, const std::string& variant) {
+  ClipTextModel model(ClipTextConfig::from_json((std::filesystem::path(dir) / "config.json").string()));
+  WeightLoadOptions options;
+  options.ignored_keys = {"text_model.embeddings.position_ids"};  // a non-persistent buffer in newer transformers
+  load_weights(*model, find_weight_files(dir, "model", variant), options);
+  model->eval();
+  return model;
+}
+
+}  // namespace anomalysd

@@ -1,0 +1,154 @@
+#include "anomalysd/models/components.h"
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include "anomalysd/io/errors.h"
+#include "anomalysd/models/clip_text.h"
+#include "anomalysd/models/clip_tokenizer.h"
+#include "anomalysd/models/unet.h"
+#include "anomalysd/models/vae.h"
+#include "anomalysd/runtime.h"
+
+namespace anomalysd {
+
+const std::vector<std::string>& forward_components() {
+  static const std::vector<std::string> names = {"unet", "vae-encode", "vae-decode", "text-encoder", "tokenizer"};
+  return names;
+}
+
+namespace {
+
+const torch::Tensor& input(const std::map<std::string, torch::Tensor>& inputs, const std::string& name,
+                           const std::string& component) {
+  const auto it = inputs.find(name);
+  if (it == inputs.end()) {
+    std::string have;
+    for (const auto& [k, v] : inputs) have += (have.empty() ? "" : ", ") + k;
+    throw InputError(component + ": input tensor '" + name + "' not found (inputs hold: " + (have.empty() ? "nothing" : have) + ")");
+  }
+  return it->second;
+}
+
+torch::Tensor as_float_input(const torch::Tensor& t, const torch::Device& device, torch::ScalarType dtype, const std::string& name) {
+  if (!t.is_floating_point()) throw ShapeError("input '" + name + "' must be a float tensor");
+  if (!torch::isfinite(t).all().item<bool>()) throw InputError("input '" + name + "' holds NaN or Inf");
+  return t.to(device, dtype);
+}
+
+torch::Tensor output(const torch::Tensor& t) { return t.detach().to(torch::kCPU, t.is_floating_point() ? torch::kFloat : t.scalar_type()).contiguous(); }
+
+}  // namespace
+
+std::map<std::string, torch::Tensor> run_forward(const ForwardRequest& r, const std::map<std::string, torch::Tensor>& inputs) {
+  const auto& names = forward_components();
+  if (std::find(names.begin(), names.end(), r.component) == names.end())
+    throw InputError("unknown component '" + r.component + "'");
+  std::map<std::string, torch::Tensor> out;
+  if (r.component == "tokenizer") {
+    if (r.texts.empty()) throw InputError("tokenizer: give at least one --text");
+    const ClipTokenizer tok = ClipTokenizer::from_folder(r.model_dir);
+    torch::Tensor ids = torch::empty({static_cast<int64_t>(r.texts.size()), tok.max_length()}, torch::kLong);
+    for (std::size_t i = 0; i < r.texts.size(); ++i) {
+      const auto row = tok.encode(r.texts[i]);
+      ids[static_cast<int64_t>(i)].copy_(torch::tensor(row, torch::kLong));
+    }
+    out["input_ids"] = ids;
+    return out;
+  }
+
+  RuntimeConfig rc;
+  rc.device = r.device;
+  rc.dtype = r.dtype;
+  const Runtime rt = apply_runtime(rc);
+  torch::NoGradGuard no_grad;
+  if (r.component == "unet") {
+    UNet2DConditionModel unet = load_unet(r.model_dir, r.variant);
+    unet->to(rt.device, rt.dtype);
+    const torch::Tensor sample = as_float_input(input(inputs, "sample", r.component), rt.device, rt.dtype, "sample");
+    const torch::Tensor context = as_float_input(input(inputs, "encoder_hidden_states", r.component), rt.device, rt.dtype,
+                                                 "encoder_hidden_states");
+    out["out"] = output(unet->forward(sample, input(inputs, "timestep", r.component), context));
+  } else if (r.component == "vae-encode" || r.component == "vae-decode") {
+    AutoencoderKL vae = load_vae(r.model_dir, r.variant);
+    vae->to(rt.device, rt.dtype);
+    if (r.component == "vae-encode") {
+      const LatentPosterior p = vae->encode(as_float_input(input(inputs, "image", r.component), rt.device, rt.dtype, "image"));
+      out["posterior_mean"] = output(p.mean);
+      out["posterior_std"] = output(p.std);
+      out["posterior_logvar"] = output(p.logvar);
+    } else {
+      out["decoded_z"] = output(vae->decode(as_float_input(input(inputs, "latent_z", r.component), rt.device, rt.dtype, "latent_z")));
+    }
+  } else {  // text-encoder
+    ClipTextModel clip = load_clip_text(r.model_dir, r.variant);
+    clip->to(rt.device, rt.dtype);
+    const ClipTextOutput o = clip->forward(input(inputs, "input_ids", r.component));
+    out["last_hidden_state"] = output(o.last_hidden_state);
+    out["pooler_output"] = output(o.pooler_output);
+  }
+  return out;
+}
+
+double peak_rss_gib() {
+  struct rusage usage {};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / (1024.0 * 1024.0);  // ru_maxrss is in KiB on Linux
+}
+
+BenchFigures bench_component(const std::string& component, const std::string& config_path, int64_t batch, int64_t repeats,
+                             int64_t size) {
+  torch::NoGradGuard no_grad;
+  BenchFigures f;
+  f.what = component;
+  f.batch = batch;
+  std::function<torch::Tensor()> run;
+  std::shared_ptr<torch::nn::Module> module;
+  if (component == "unet") {
+    auto unet = UNet2DConditionModel(UNetConfig::from_json(config_path));
+    unet->eval();
+    const int64_t s = size > 0 ? size : unet->config.sample_size;
+    const torch::Tensor sample = torch::randn({batch, unet->config.in_channels, s, s});
+    const torch::Tensor context = torch::randn({batch, 77, unet->config.cross_attention_dim});
+    const torch::Tensor t = torch::full({batch}, 981, torch::kLong);
+    run = [=]() mutable { return unet->forward(sample, t, context); };
+    module = unet.ptr();
+  } else if (component == "vae-encode" || component == "vae-decode") {
+    auto vae = AutoencoderKL(VaeConfig::from_json(config_path));
+    vae->eval();
+    const int64_t s = size > 0 ? size : 512;
+    const int64_t down = int64_t(1) << (vae->config.block_out_channels.size() - 1);
+    if (component == "vae-encode") {
+      const torch::Tensor image = torch::rand({batch, vae->config.in_channels, s, s}) * 2 - 1;
+      run = [=]() mutable { return vae->encode(image).mean; };
+    } else {
+      const torch::Tensor z = torch::randn({batch, vae->config.latent_channels, s / down, s / down});
+      run = [=]() mutable { return vae->decode(z); };
+    }
+    module = vae.ptr();
+  } else {
+    throw InputError("bench: unknown component '" + component + "' (unet, vae-encode, vae-decode)");
+  }
+  for (const auto& p : module->parameters()) f.parameters += p.numel();
+  spdlog::info("bench {}: {:.1f} M parameters, batch {}, {} threads", component, f.parameters / 1e6, batch, at::get_num_threads());
+  run();  // warm-up: first-touch allocations, OpenBLAS thread start
+  for (int64_t i = 0; i < repeats; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    run();
+    f.seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    spdlog::info("bench {}: run {}/{}: {:.2f} s", component, i + 1, repeats, f.seconds.back());
+  }
+  std::vector<double> sorted = f.seconds;
+  std::sort(sorted.begin(), sorted.end());
+  f.median_s = sorted.empty() ? 0 : sorted[sorted.size() / 2];
+  f.peak_rss_gib = peak_rss_gib();
+  return f;
+}
+
+}  // namespace anomalysd

@@ -1,0 +1,236 @@
+// Port of diffusers v0.27 unets/unet_2d_condition.py and unets/unet_2d_blocks.py (the blocks SD uses).
+#include "anomalysd/models/unet.h"
+
+#include <cmath>
+#include <filesystem>
+
+#include "anomalysd/io/errors.h"
+#include "anomalysd/models/json_config.h"
+#include "anomalysd/models/weights.h"
+
+namespace anomalysd {
+
+namespace nn = torch::nn;
+namespace F = torch::nn::functional;
+
+UNetConfig UNetConfig::from_json(const std::string& path) {
+  JsonConfig j = JsonConfig::load(path);
+  UNetConfig c;
+  c.in_channels = j.get_int("in_channels", 4);
+  c.out_channels = j.get_int("out_channels", 4);
+  c.block_out_channels = j.require_int_list("block_out_channels");
+  c.down_block_types = j.require_string_list("down_block_types");
+  c.up_block_types = j.require_string_list("up_block_types");
+  const std::size_t n = c.block_out_channels.size();
+  if (c.down_block_types.size() != n || c.up_block_types.size() != n)
+    j.fail("down_block_types", "down/up block types and block_out_channels must have the same length");
+  for (const auto& t : c.down_block_types)
+    if (t != "CrossAttnDownBlock2D" && t != "DownBlock2D") j.fail("down_block_types", "unsupported block '" + t + "'");
+  for (const auto& t : c.up_block_types)
+    if (t != "CrossAttnUpBlock2D" && t != "UpBlock2D") j.fail("up_block_types", "unsupported block '" + t + "'");
+  c.layers_per_block = j.get_int_per_block("layers_per_block", n, 2);
+  c.attention_heads = j.get_int_per_block("attention_head_dim", n, 8);
+  if (j.has("num_attention_heads")) c.attention_heads = j.get_int_per_block("num_attention_heads", n, 8);
+  j.ignore({"num_attention_heads"});
+  c.cross_attention_dim = j.get_int("cross_attention_dim", 1280);
+  c.norm_num_groups = j.get_int("norm_num_groups", 32);
+  c.norm_eps = j.get_double("norm_eps", 1e-5);
+  c.flip_sin_to_cos = j.get_bool("flip_sin_to_cos", true);
+  c.freq_shift = j.get_int("freq_shift", 0);
+  c.use_linear_projection = j.get_bool("use_linear_projection", false);
+  c.upcast_attention = j.get_bool("upcast_attention", false);
+  c.downsample_padding = j.get_int("downsample_padding", 1);
+  c.sample_size = j.get_int("sample_size", 64);
+  for (std::size_t i = 0; i < n; ++i)
+    if (c.attention_heads[i] <= 0 || c.block_out_channels[i] % c.attention_heads[i] != 0)
+      j.fail("attention_head_dim", "block " + std::to_string(i) + ": " + std::to_string(c.block_out_channels[i]) +
+                                       " channels do not split into " + std::to_string(c.attention_heads[i]) + " heads");
+
+  // Features of the wider diffusers family that SD does not use: accepted at their defaults only.
+  j.expect("act_fn", "silu");
+  j.expect("center_input_sample", false);
+  j.expect("mid_block_scale_factor", 1);
+  j.expect("mid_block_type", "UNetMidBlock2DCrossAttn");
+  j.expect("transformer_layers_per_block", 1);
+  j.expect("dual_cross_attention", false);
+  j.expect("only_cross_attention", false);
+  j.expect("time_embedding_type", "positional");
+  j.expect("resnet_time_scale_shift", "default");
+  j.expect("resnet_skip_time_act", false);
+  j.expect("resnet_out_scale_factor", 1.0);
+  j.expect("conv_in_kernel", 3);
+  j.expect("conv_out_kernel", 3);
+  j.expect("class_embeddings_concat", false);
+  j.expect("attention_type", "default");
+  for (const char* k : {"class_embed_type", "addition_embed_type", "addition_time_embed_dim", "encoder_hid_dim",
+                        "encoder_hid_dim_type", "time_cond_proj_dim", "time_embedding_dim", "time_embedding_act_fn",
+                        "timestep_post_act", "projection_class_embeddings_input_dim", "num_class_embeds",
+                        "mid_block_only_cross_attention", "cross_attention_norm", "reverse_transformer_layers_per_block"})
+    j.expect(k, nullptr);
+  j.ignore({"dropout", "addition_embed_type_num_heads"});  // dropout: inference only; heads: unused without addition_embed
+  j.finish();
+  return c;
+}
+
+// ---------------------------------------------------------------------------------------------
+DownBlock2DImpl::DownBlock2DImpl(const UNetConfig& c, int64_t in_channels, int64_t out_channels, int64_t layers,
+                                 int64_t heads, bool with_attention, bool add_downsample) {
+  const int64_t temb = c.block_out_channels[0] * 4;
+  resnets = register_module("resnets", nn::ModuleList());
+  if (with_attention) attentions = register_module("attentions", nn::ModuleList());
+  for (int64_t i = 0; i < layers; ++i) {
+    resnets->push_back(ResnetBlock2D(i == 0 ? in_channels : out_channels, out_channels, temb, c.norm_num_groups, c.norm_eps));
+    if (with_attention)
+      attentions->push_back(Transformer2DModel(out_channels, heads, c.cross_attention_dim, c.norm_num_groups,
+                                               c.use_linear_projection, c.upcast_attention));
+  }
+  if (add_downsample)
+    downsamplers = register_module("downsamplers", nn::ModuleList(Downsample2D(out_channels, c.downsample_padding)));
+}
+
+torch::Tensor DownBlock2DImpl::forward(torch::Tensor x, const torch::Tensor& temb, const torch::Tensor& context,
+                                       std::vector<torch::Tensor>& skips) {
+  for (std::size_t i = 0; i < resnets->size(); ++i) {
+    x = resnets[i]->as<ResnetBlock2DImpl>()->forward(x, temb);
+    if (attentions) x = attentions[i]->as<Transformer2DModelImpl>()->forward(x, context);
+    skips.push_back(x);
+  }
+  if (downsamplers) {
+    x = downsamplers[0]->as<Downsample2DImpl>()->forward(x);
+    skips.push_back(x);
+  }
+  return x;
+}
+
+UpBlock2DImpl::UpBlock2DImpl(const UNetConfig& c, int64_t in_channels, int64_t prev_out_channels, int64_t out_channels,
+                             int64_t layers, int64_t heads, bool with_attention, bool add_upsample) {
+  const int64_t temb = c.block_out_channels[0] * 4;
+  resnets = register_module("resnets", nn::ModuleList());
+  if (with_attention) attentions = register_module("attentions", nn::ModuleList());
+  for (int64_t i = 0; i < layers; ++i) {
+    // The last resnet takes the skip from before this level's down block (in_channels wide).
+    const int64_t skip_channels = i == layers - 1 ? in_channels : out_channels;
+    const int64_t resnet_in = i == 0 ? prev_out_channels : out_channels;
+    resnets->push_back(ResnetBlock2D(resnet_in + skip_channels, out_channels, temb, c.norm_num_groups, c.norm_eps));
+    if (with_attention)
+      attentions->push_back(Transformer2DModel(out_channels, heads, c.cross_attention_dim, c.norm_num_groups,
+                                               c.use_linear_projection, c.upcast_attention));
+  }
+  if (add_upsample) upsamplers = register_module("upsamplers", nn::ModuleList(Upsample2D(out_channels)));
+}
+
+torch::Tensor UpBlock2DImpl::forward(torch::Tensor x, std::vector<torch::Tensor>& skips, const torch::Tensor& temb,
+                                     const torch::Tensor& context) {
+  for (std::size_t i = 0; i < resnets->size(); ++i) {
+    x = torch::cat({x, skips.back()}, 1);
+    skips.pop_back();
+    x = resnets[i]->as<ResnetBlock2DImpl>()->forward(x, temb);
+    if (attentions) x = attentions[i]->as<Transformer2DModelImpl>()->forward(x, context);
+  }
+  if (upsamplers) {
+    // Upsample to the next skip's size, so latents whose size is not a multiple of 2^levels work.
+    const auto size = skips.empty() ? c10::optional<c10::IntArrayRef>() : c10::optional<c10::IntArrayRef>(skips.back().sizes().slice(2));
+    x = upsamplers[0]->as<Upsample2DImpl>()->forward(x, size);
+  }
+  return x;
+}
+
+MidBlock2DCrossAttnImpl::MidBlock2DCrossAttnImpl(const UNetConfig& c, int64_t channels, int64_t heads) {
+  const int64_t temb = c.block_out_channels[0] * 4;
+  resnets = register_module("resnets", nn::ModuleList(ResnetBlock2D(channels, channels, temb, c.norm_num_groups, c.norm_eps),
+                                                      ResnetBlock2D(channels, channels, temb, c.norm_num_groups, c.norm_eps)));
+  attentions = register_module("attentions", nn::ModuleList(Transformer2DModel(channels, heads, c.cross_attention_dim,
+                                                                               c.norm_num_groups, c.use_linear_projection,
+                                                                               c.upcast_attention)));
+}
+
+torch::Tensor MidBlock2DCrossAttnImpl::forward(torch::Tensor x, const torch::Tensor& temb, const torch::Tensor& context) {
+  x = resnets[0]->as<ResnetBlock2DImpl>()->forward(x, temb);
+  x = attentions[0]->as<Transformer2DModelImpl>()->forward(x, context);
+  return resnets[1]->as<ResnetBlock2DImpl>()->forward(x, temb);
+}
+
+TimestepEmbeddingImpl::TimestepEmbeddingImpl(int64_t in_channels, int64_t dim) {
+  linear_1 = register_module("linear_1", nn::Linear(in_channels, dim));
+  linear_2 = register_module("linear_2", nn::Linear(dim, dim));
+}
+
+torch::Tensor TimestepEmbeddingImpl::forward(const torch::Tensor& x) { return linear_2(F::silu(linear_1(x))); }
+
+// ---------------------------------------------------------------------------------------------
+UNet2DConditionModelImpl::UNet2DConditionModelImpl(UNetConfig c) : config(std::move(c)) {
+  const auto& ch = config.block_out_channels;
+  const int64_t levels = static_cast<int64_t>(ch.size());
+  conv_in = register_module("conv_in", nn::Conv2d(nn::Conv2dOptions(config.in_channels, ch[0], 3).padding(1)));
+  time_embedding = register_module("time_embedding", TimestepEmbedding(ch[0], ch[0] * 4));
+
+  down_blocks = register_module("down_blocks", nn::ModuleList());
+  int64_t out_channels = ch[0];
+  for (int64_t i = 0; i < levels; ++i) {
+    const int64_t in_channels = out_channels;
+    out_channels = ch[i];
+    down_blocks->push_back(DownBlock2D(config, in_channels, out_channels, config.layers_per_block[i], config.attention_heads[i],
+                                       config.down_block_types[i] == "CrossAttnDownBlock2D", i < levels - 1));
+  }
+  // The mid block uses the last level's head count.
+  mid_block = register_module("mid_block", MidBlock2DCrossAttn(config, ch.back(), config.attention_heads.back()));
+
+  up_blocks = register_module("up_blocks", nn::ModuleList());
+  out_channels = ch.back();
+  for (int64_t i = 0; i < levels; ++i) {
+    const int64_t level = levels - 1 - i;  // reversed lists
+    const int64_t prev_out = out_channels;
+    out_channels = ch[level];
+    const int64_t in_channels = ch[std::max<int64_t>(level - 1, 0)];
+    up_blocks->push_back(UpBlock2D(config, in_channels, prev_out, out_channels, config.layers_per_block[level] + 1,
+                                   config.attention_heads[level], config.up_block_types[i] == "CrossAttnUpBlock2D",
+                                   i < levels - 1));
+  }
+  conv_norm_out = register_module("conv_norm_out", nn::GroupNorm(nn::GroupNormOptions(config.norm_num_groups, ch[0]).eps(config.norm_eps)));
+  conv_out = register_module("conv_out", nn::Conv2d(nn::Conv2dOptions(ch[0], config.out_channels, 3).padding(1)));
+}
+
+torch::Tensor UNet2DConditionModelImpl::time_proj(const torch::Tensor& timesteps) const {
+  const int64_t dim = config.block_out_channels[0], half = dim / 2;
+  auto opts = torch::TensorOptions().dtype(torch::kFloat).device(timesteps.device());
+  const torch::Tensor exponent = torch::arange(half, opts) * (-std::log(10000.0)) / static_cast<double>(half - config.freq_shift);
+  const torch::Tensor args = timesteps.to(torch::kFloat).unsqueeze(1) * exponent.exp().unsqueeze(0);  // [B, half]
+  torch::Tensor emb = config.flip_sin_to_cos ? torch::cat({args.cos(), args.sin()}, -1) : torch::cat({args.sin(), args.cos()}, -1);
+  if (dim % 2 == 1) emb = F::pad(emb, F::PadFuncOptions({0, 1}));
+  return emb;
+}
+
+torch::Tensor UNet2DConditionModelImpl::forward(const torch::Tensor& sample, const torch::Tensor& timestep,
+                                                const torch::Tensor& context) {
+  if (sample.dim() != 4 || sample.size(1) != config.in_channels)
+    throw ShapeError("unet: sample must be [B, " + std::to_string(config.in_channels) + ", H, W]");
+  if (context.dim() != 3 || context.size(0) != sample.size(0) || context.size(2) != config.cross_attention_dim)
+    throw ShapeError("unet: encoder_hidden_states must be [B, S, " + std::to_string(config.cross_attention_dim) + "]");
+  // 1. time embedding; a 0-d timestep is broadcast over the batch
+  torch::Tensor t = timestep.to(sample.device());
+  if (t.dim() == 0) t = t.reshape({1});
+  if (t.numel() == 1) t = t.expand({sample.size(0)});
+  if (t.dim() != 1 || t.size(0) != sample.size(0)) throw ShapeError("unet: timestep must be 0-d or [B]");
+  const torch::Tensor temb = time_embedding(time_proj(t).to(sample.scalar_type()));
+
+  // 2. pre-process
+  torch::Tensor x = conv_in(sample);
+  // 3. down
+  std::vector<torch::Tensor> skips{x};
+  for (const auto& block : *down_blocks) x = block->as<DownBlock2DImpl>()->forward(x, temb, context, skips);
+  // 4. mid
+  x = mid_block(x, temb, context);
+  // 5. up
+  for (const auto& block : *up_blocks) x = block->as<UpBlock2DImpl>()->forward(x, skips, temb, context);
+  // 6. post-process
+  return conv_out(F::silu(conv_norm_out(x)));
+}
+
+UNet2DConditionModel load_unet(const std::string& dir, const std::string& variant) {
+  UNet2DConditionModel unet(UNetConfig::from_json((std::filesystem::path(dir) / "config.json").string()));
+  load_weights(*unet, find_weight_files(dir, "diffusion_pytorch_model", variant));
+  unet->eval();
+  return unet;
+}
+
+}  // namespace anomalysd
