@@ -4,10 +4,20 @@
 
 namespace anomalysd {
 
+ModelConfig ModelConfig::from_config(ConfigSection& section) {
+  ModelConfig c;
+  c.path = section.get_string("path", c.path);
+  c.variant = section.get_string("variant", c.variant);
+  section.finish();
+  return c;
+}
+
 AppConfig AppConfig::from_source(const ConfigSource& source) {
   ConfigSection root = ConfigSection::root(source);
   AppConfig c;
   c.runtime = RuntimeConfig::from_config(root);
+  ConfigSection model = root.section("model");
+  c.model = ModelConfig::from_config(model);
   root.finish();
   return c;
 }
@@ -19,6 +29,10 @@ std::string AppConfig::to_yaml() const {
   out << YAML::Key << "dtype" << YAML::Value << runtime.dtype;
   out << YAML::Key << "seed" << YAML::Value << runtime.seed;
   out << YAML::Key << "threads" << YAML::Value << runtime.threads;
+  out << YAML::Key << "model" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "path" << YAML::Value << model.path;
+  out << YAML::Key << "variant" << YAML::Value << model.variant;
+  out << YAML::EndMap;
   out << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
 }

@@ -9,8 +9,17 @@
 
 namespace anomalysd {
 
+// `model:` — the Stable Diffusion inpainting checkpoint (a diffusers pipeline folder).
+struct ModelConfig {
+  std::string path;     // "" = none given yet
+  std::string variant;  // "" or e.g. "fp16": loads *.<variant>.safetensors
+
+  static ModelConfig from_config(ConfigSection& section);
+};
+
 struct AppConfig {
   RuntimeConfig runtime;  // top-level keys: device, dtype, seed, threads
+  ModelConfig model;
 
   static AppConfig from_source(const ConfigSource& source);
   std::string to_yaml() const;  // the resolved config, every key with its value

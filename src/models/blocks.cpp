@@ -3,6 +3,8 @@
 // transformers/transformer_2d.py.
 #include "anomalysd/models/blocks.h"
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 
 #include <torch/version.h>
@@ -12,32 +14,69 @@ namespace anomalysd {
 namespace nn = torch::nn;
 namespace F = torch::nn::functional;
 
+namespace {
+std::atomic<bool> g_onednn_linear{true};
+}  // namespace
+
+void set_onednn_linear(bool enabled) { g_onednn_linear = enabled; }
+bool onednn_linear_enabled() { return g_onednn_linear; }
+
+torch::Tensor linear(const torch::nn::Linear& layer, const torch::Tensor& x) {
+  const torch::Tensor& w = layer->weight;
+  const int64_t rows = x.numel() / std::max<int64_t>(1, x.size(-1));
+  // oneDNN needs plain float32 CPU tensors and has no autograd here; tiny products are not worth
+  // the layout conversions.
+  if (g_onednn_linear && at::hasMKLDNN() && !torch::GradMode::is_enabled() && x.device().is_cpu() &&
+      x.scalar_type() == torch::kFloat && w.scalar_type() == torch::kFloat && rows >= 16) {
+    std::vector<int64_t> out_shape = x.sizes().vec();
+    out_shape.back() = w.size(0);
+    const torch::Tensor x2 = x.reshape({rows, x.size(-1)}).contiguous();
+    const c10::optional<torch::Tensor> bias = layer->bias.defined() ? c10::optional<torch::Tensor>(layer->bias) : c10::nullopt;
+    return at::mkldnn_linear(x2.to_mkldnn(), w, bias).to_dense().view(out_shape);
+  }
+  return torch::nn::functional::linear(x, w, layer->bias);
+}
+
 torch::Tensor scaled_dot_product_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                            bool upcast, bool causal) {
 #if TORCH_VERSION_MAJOR >= 2
   if (!upcast || q.scalar_type() == torch::kFloat)
     return at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0, /*is_causal=*/causal);
 #endif
-  const int64_t batch_heads = q.size(0) * q.size(1), lq = q.size(2), lk = k.size(2);
-  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(3)));
+  const int64_t b = q.size(0), heads = q.size(1), lq = q.size(2), lk = k.size(2), d = q.size(3), bh = b * heads;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
   const auto score_dtype = upcast ? torch::kFloat : q.scalar_type();
-  // Query rows per chunk so that one score matrix holds at most 32 Mi elements (128 MiB in fp32).
+  // One contiguous [B·heads, L, D] copy each, as diffusers' head_to_batch_dim.
+  const torch::Tensor q3 = q.reshape({bh, lq, d}).to(score_dtype);
+  const torch::Tensor k3 = k.reshape({bh, lk, d}).to(score_dtype);
+  const torch::Tensor v3 = v.reshape({bh, lk, d});
+  torch::Tensor out = torch::empty({bh, lq, d}, q.options());
+  // Chunks of whole heads whose score matrices hold at most 32 Mi elements (128 MiB in fp32);
+  // a single head larger than that is split by query rows.
   constexpr int64_t kMaxScoreElements = int64_t(32) << 20;
-  const int64_t rows = std::max<int64_t>(1, std::min(lq, kMaxScoreElements / std::max<int64_t>(1, batch_heads * lk)));
-  const torch::Tensor kt = k.to(score_dtype).transpose(-1, -2);
-  torch::Tensor out = torch::empty_like(q);
-  for (int64_t start = 0; start < lq; start += rows) {
-    const int64_t n = std::min(rows, lq - start);
-    torch::Tensor scores = torch::matmul(q.narrow(2, start, n).to(score_dtype), kt).mul_(scale);  // [B, h, n, S]
-    if (causal) {
-      const auto row = torch::arange(start, start + n, q.options().dtype(torch::kLong)).unsqueeze(1);
-      const auto col = torch::arange(lk, q.options().dtype(torch::kLong)).unsqueeze(0);
-      scores.masked_fill_(col > row, -std::numeric_limits<float>::infinity());
+  const int64_t rows = std::clamp<int64_t>(kMaxScoreElements / std::max<int64_t>(1, lk), 1, lq);
+  const int64_t heads_per_chunk = rows < lq ? 1 : std::clamp<int64_t>(kMaxScoreElements / (lq * lk), 1, bh);
+  for (int64_t h0 = 0; h0 < bh; h0 += heads_per_chunk) {
+    const int64_t nh = std::min(heads_per_chunk, bh - h0);
+    const torch::Tensor kt = k3.narrow(0, h0, nh).transpose(1, 2);
+    for (int64_t r0 = 0; r0 < lq; r0 += rows) {
+      const int64_t nr = std::min(rows, lq - r0);
+      const torch::Tensor qc = q3.narrow(0, h0, nh).narrow(1, r0, nr);
+      torch::Tensor scores = torch::baddbmm(torch::empty({nh, nr, lk}, q3.options()), qc, kt, /*beta=*/0.0, /*alpha=*/scale);
+      if (causal) {
+        const auto row = torch::arange(r0, r0 + nr, q.options().dtype(torch::kLong)).unsqueeze(1);
+        const auto col = torch::arange(lk, q.options().dtype(torch::kLong)).unsqueeze(0);
+        scores.masked_fill_(col > row, -std::numeric_limits<float>::infinity());
+      }
+      const torch::Tensor probs = scores.softmax(-1).to(v.scalar_type());
+      torch::Tensor target = out.narrow(0, h0, nh).narrow(1, r0, nr);
+      if (nr == lq)
+        torch::bmm_out(target, probs, v3.narrow(0, h0, nh));
+      else
+        target.copy_(torch::bmm(probs, v3.narrow(0, h0, nh)));
     }
-    scores = scores.softmax(-1).to(v.scalar_type());
-    out.narrow(2, start, n).copy_(torch::matmul(scores, v));
   }
-  return out;
+  return out.view({b, heads, lq, d});
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -68,18 +107,19 @@ AttentionImpl::AttentionImpl(const AttentionOptions& o) : options(o) {
   to_q = register_module("to_q", nn::Linear(nn::LinearOptions(o.query_dim, inner).bias(o.qkv_bias)));
   to_k = register_module("to_k", nn::Linear(nn::LinearOptions(context_dim, inner).bias(o.qkv_bias)));
   to_v = register_module("to_v", nn::Linear(nn::LinearOptions(context_dim, inner).bias(o.qkv_bias)));
-  to_out = register_module("to_out", nn::ModuleList(nn::Linear(inner, o.query_dim)));
+  to_out_0 = nn::Linear(inner, o.query_dim);
+  to_out = register_module("to_out", nn::ModuleList(to_out_0));
 }
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& context) {
   const torch::Tensor& ctx = context.defined() ? context : x;
   const int64_t b = x.size(0), heads = options.heads, d = options.head_dim;
   auto split_heads = [&](const torch::Tensor& t) { return t.view({b, -1, heads, d}).transpose(1, 2); };  // [B, h, L, D]
-  const torch::Tensor q = split_heads(to_q(x)), k = split_heads(to_k(ctx)), v = split_heads(to_v(ctx));
+  const torch::Tensor q = split_heads(linear(to_q, x)), k = split_heads(linear(to_k, ctx)), v = split_heads(linear(to_v, ctx));
   const torch::Tensor out = scaled_dot_product_attention(q, k, v, options.upcast)
                                 .transpose(1, 2)
                                 .reshape({b, -1, heads * d});  // [B, L, h·D]
-  return to_out[0]->as<nn::LinearImpl>()->forward(out);
+  return linear(to_out_0, out);
 }
 
 torch::Tensor AttentionImpl::forward_spatial(const torch::Tensor& x) {
@@ -123,16 +163,18 @@ GEGLUImpl::GEGLUImpl(int64_t dim_in, int64_t dim_out) {
 }
 
 torch::Tensor GEGLUImpl::forward(const torch::Tensor& x) {
-  const auto parts = proj(x).chunk(2, -1);
+  const auto parts = linear(proj, x).chunk(2, -1);
   return parts[0] * F::gelu(parts[1]);
 }
 
 FeedForwardImpl::FeedForwardImpl(int64_t dim, int64_t mult) {
-  net = register_module("net", nn::ModuleList(GEGLU(dim, dim * mult), nn::Dropout(0.0), nn::Linear(dim * mult, dim)));
+  net_0 = GEGLU(dim, dim * mult);
+  net_2 = nn::Linear(dim * mult, dim);
+  net = register_module("net", nn::ModuleList(net_0, nn::Dropout(0.0), net_2));
 }
 
 torch::Tensor FeedForwardImpl::forward(const torch::Tensor& x) {
-  return net[2]->as<nn::LinearImpl>()->forward(net[0]->as<GEGLUImpl>()->forward(x));
+  return linear(net_2, net_0->forward(x));
 }
 
 BasicTransformerBlockImpl::BasicTransformerBlockImpl(int64_t dim, int64_t heads, int64_t head_dim,
@@ -173,7 +215,7 @@ torch::Tensor Transformer2DModelImpl::forward(const torch::Tensor& x, const torc
   torch::Tensor t = norm(x);
   // 1. project in and flatten to tokens: [B, H·W, C]
   if (use_linear_projection) {
-    t = proj_in_linear(t.permute({0, 2, 3, 1}).reshape({b, h * w, c}));
+    t = linear(proj_in_linear, t.permute({0, 2, 3, 1}).reshape({b, h * w, c}));
   } else {
     t = proj_in_conv(t).permute({0, 2, 3, 1}).reshape({b, h * w, c});
   }
@@ -181,7 +223,7 @@ torch::Tensor Transformer2DModelImpl::forward(const torch::Tensor& x, const torc
   for (const auto& block : *transformer_blocks) t = block->as<BasicTransformerBlockImpl>()->forward(t, context);
   // 3. back to [B, C, H, W], project out, residual
   if (use_linear_projection) {
-    t = proj_out_linear(t).reshape({b, h, w, c}).permute({0, 3, 1, 2});
+    t = linear(proj_out_linear, t).reshape({b, h, w, c}).permute({0, 3, 1, 2});
   } else {
     t = proj_out_conv(t.reshape({b, h, w, c}).permute({0, 3, 1, 2}).contiguous());
   }

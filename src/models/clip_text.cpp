@@ -45,9 +45,9 @@ ClipAttentionImpl::ClipAttentionImpl(int64_t hidden, int64_t h) : heads(h) {
 torch::Tensor ClipAttentionImpl::forward(const torch::Tensor& x) {
   const int64_t b = x.size(0), l = x.size(1), e = x.size(2), d = e / heads;
   auto split = [&](const torch::Tensor& t) { return t.view({b, l, heads, d}).transpose(1, 2); };  // [B, h, L, D]
-  const torch::Tensor out = scaled_dot_product_attention(split(q_proj(x)), split(k_proj(x)), split(v_proj(x)),
+  const torch::Tensor out = scaled_dot_product_attention(split(linear(q_proj, x)), split(linear(k_proj, x)), split(linear(v_proj, x)),
                                                          /*upcast=*/false, /*causal=*/true);
-  return out_proj(out.transpose(1, 2).reshape({b, l, e}));
+  return linear(out_proj, out.transpose(1, 2).reshape({b, l, e}));
 }
 
 ClipMlpImpl::ClipMlpImpl(int64_t hidden, int64_t intermediate, std::string a) : act(std::move(a)) {
@@ -56,9 +56,9 @@ ClipMlpImpl::ClipMlpImpl(int64_t hidden, int64_t intermediate, std::string a) : 
 }
 
 torch::Tensor ClipMlpImpl::forward(const torch::Tensor& x) {
-  torch::Tensor h = fc1(x);
+  torch::Tensor h = linear(fc1, x);
   h = act == "quick_gelu" ? h * torch::sigmoid(1.702 * h) : torch::gelu(h);
-  return fc2(h);
+  return linear(fc2, h);
 }
 
 ClipEncoderLayerImpl::ClipEncoderLayerImpl(const ClipTextConfig& c) {

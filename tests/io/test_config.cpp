@@ -48,6 +48,15 @@ TEST(Config, ReadsValuesAndOverrides) {
   EXPECT_EQ(c.runtime.dtype, "bfloat16");
 }
 
+TEST(Config, ModelSection) {
+  ConfigSource s = parse_config_text("model:\n  path: models/sd2-inpainting\n", "cfg.yaml");
+  apply_override(s, "model.variant=fp16");
+  const AppConfig c = AppConfig::from_source(s);
+  EXPECT_EQ(c.model.path, "models/sd2-inpainting");
+  EXPECT_EQ(c.model.variant, "fp16");
+  EXPECT_EQ(config_error("model: 3\n", bind_app), "cfg.yaml:1:8: key 'model' must be a section (a mapping), got '3'");
+}
+
 TEST(Config, EmptyDocumentMeansDefaults) {
   const AppConfig c = AppConfig::from_source(parse_config_text("# nothing\n", "cfg.yaml"));
   EXPECT_EQ(c.runtime.device, "auto");
@@ -73,7 +82,8 @@ TEST(Config, OutOfRangeAndBadChoice) {
 
 TEST(Config, OverrideErrorsNameTheOverride) {
   EXPECT_EQ(config_error("", bind_app, {"threads=lots"}), "--set threads=lots: key 'threads' must be an integer, got 'lots'");
-  EXPECT_EQ(config_error("", bind_app, {"model.path=x"}).rfind("--set model.path=x: unknown key 'model'", 0), 0u);
+  EXPECT_EQ(config_error("", bind_app, {"models.path=x"}).rfind("--set models.path=x: unknown key 'models'", 0), 0u);
+  EXPECT_EQ(config_error("", bind_app, {"model.varaint=fp16"}).rfind("--set model.varaint=fp16: unknown key 'model.varaint'", 0), 0u);
   EXPECT_EQ(config_error("", bind_app, {"novalue"}), "--set novalue: expected --set key.path=value");
   EXPECT_EQ(config_error("seed: 1\n", bind_app, {"seed.x=2"}), "--set seed.x=2: 'seed' is a value, not a section");
   EXPECT_EQ(config_error("", bind_app, {"a..b=2"}), "--set a..b=2: empty component in key 'a..b'");

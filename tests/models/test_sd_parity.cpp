@@ -14,6 +14,7 @@
 #include "anomalysd/models/clip_tokenizer.h"
 #include "anomalysd/models/ddim.h"
 #include "anomalysd/models/components.h"
+#include "anomalysd/models/sd_pipeline.h"
 #include "anomalysd/models/unet.h"
 #include "anomalysd/models/vae.h"
 #include "anomalysd/models/weights.h"
@@ -37,6 +38,9 @@ void check_unet(const fs::path& folder) {
   const auto io = load_all((folder / "inputs_outputs.safetensors").string());
   const torch::Tensor& ctx = io.at("encoder_hidden_states");
   EXPECT_TRUE(close_to_reference(unet->forward(io.at("sample"), io.at("timestep"), ctx), io.at("out"), "out"));
+  set_onednn_linear(false);  // LibTorch's own Linear path too
+  EXPECT_TRUE(close_to_reference(unet->forward(io.at("sample"), io.at("timestep"), ctx), io.at("out"), "out (BLAS linear)"));
+  set_onednn_linear(true);
   ASSERT_EQ(io.at("timestep_scalar").dim(), 0);
   EXPECT_TRUE(close_to_reference(unet->forward(io.at("sample"), io.at("timestep_scalar"), ctx), io.at("out_t500"), "out_t500"));
   // Intermediate taps, so that a failure points at the block that diverged.
@@ -317,6 +321,76 @@ TEST(RealConfigs, Sd2AndSd15InpaintingBuildAndRun) {
     }
     const DdimConfig ddim = DdimConfig::from_json((configs / name / "scheduler/scheduler_config.json").string());
     EXPECT_EQ(ddim.source_class, sd2 ? "PNDMScheduler" : "DDIMScheduler");
+  }
+}
+
+}  // namespace
+}  // namespace anomalysd
+
+namespace anomalysd {
+namespace {
+
+// A diffusers pipeline folder assembled from the tiny fixture components.
+std::filesystem::path make_tiny_pipeline(const std::filesystem::path& fixtures, const test::TempDir& dir) {
+  namespace fs = std::filesystem;
+  const fs::path root = dir.path() / "pipeline";
+  for (const char* c : {"unet", "vae", "text_encoder", "tokenizer", "scheduler"}) fs::create_directories(root / c);
+  fs::copy_file(fixtures / "unet_sd2_inpaint_tiny/config.json", root / "unet/config.json");
+  fs::copy_file(fixtures / "unet_sd2_inpaint_tiny/diffusion_pytorch_model.safetensors", root / "unet/diffusion_pytorch_model.safetensors");
+  fs::copy_file(fixtures / "vae_kl_tiny/config.json", root / "vae/config.json");
+  fs::copy_file(fixtures / "vae_kl_tiny/diffusion_pytorch_model.safetensors", root / "vae/diffusion_pytorch_model.safetensors");
+  fs::copy_file(fixtures / "clip_text_tiny/config.json", root / "text_encoder/config.json");
+  fs::copy_file(fixtures / "clip_text_tiny/model.safetensors", root / "text_encoder/model.safetensors");
+  for (const char* f : {"vocab.json", "merges.txt"}) fs::copy_file(fixtures / "clip_tokenizer" / f, root / "tokenizer" / f);
+  fs::copy_file(fixtures / "clip_tokenizer/sd2_tokenizer_config.json", root / "tokenizer/tokenizer_config.json");
+  fs::copy_file(fixtures / "clip_tokenizer/sd2_special_tokens_map.json", root / "tokenizer/special_tokens_map.json");
+  fs::copy_file(fixtures / "ddim_scheduler/epsilon/scheduler_config.json", root / "scheduler/scheduler_config.json");
+  std::ofstream(root / "model_index.json") << R"({"_class_name": "StableDiffusionInpaintPipeline",
+    "scheduler": ["diffusers", "PNDMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
+    "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],
+    "vae": ["diffusers", "AutoencoderKL"], "safety_checker": [null, null], "requires_safety_checker": false})";
+  return root;
+}
+
+TEST(SdPipeline, LoadsDiffusersFolderAndFp16Variant) {
+  ANOMALYSD_REQUIRE_FIXTURES(fixtures);
+  torch::NoGradGuard no_grad;
+  test::TempDir dir;
+  const auto root = make_tiny_pipeline(fixtures, dir);
+  SdPipeline p = load_sd_pipeline(root.string());
+  EXPECT_EQ(p.pipeline_class, "StableDiffusionInpaintPipeline");
+  EXPECT_TRUE(p.is_inpainting());
+  EXPECT_EQ(p.tokenizer.pad_id(), 0);
+  const auto io = load_all((fixtures / "unet_sd2_inpaint_tiny/inputs_outputs.safetensors").string());
+  EXPECT_TRUE(close_to_reference(p.unet->forward(io.at("sample"), io.at("timestep"), io.at("encoder_hidden_states")), io.at("out"), "out"));
+
+  // The same folder with only fp16 weights for the UNet: found with variant "fp16", and close
+  // to the fp32 result (fp16 rounding of the weights only).
+  auto state = load_all((root / "unet/diffusion_pytorch_model.safetensors").string());
+  for (auto& [k, t] : state) t = t.to(torch::kHalf);
+  save_safetensors((root / "unet/diffusion_pytorch_model.fp16.safetensors").string(), state);
+  for (const char* c : {"vae/diffusion_pytorch_model", "text_encoder/model"})
+    std::filesystem::copy_file(root / (std::string(c) + ".safetensors"), root / (std::string(c) + ".fp16.safetensors"));
+  std::filesystem::remove(root / "unet/diffusion_pytorch_model.safetensors");
+  EXPECT_THROW(load_sd_pipeline(root.string()), FormatError);
+  SdPipeline half = load_sd_pipeline(root.string(), "fp16");
+  EXPECT_EQ(half.unet->conv_in->weight.scalar_type(), torch::kFloat);
+  EXPECT_TRUE(close_to_reference(half.unet->forward(io.at("sample"), io.at("timestep"), io.at("encoder_hidden_states")),
+                                 io.at("out"), "out (fp16 weights)", 2e-2));
+}
+
+TEST(SdPipeline, RejectsUnsupportedComponents) {
+  ANOMALYSD_REQUIRE_FIXTURES(fixtures);
+  test::TempDir dir;
+  const auto root = make_tiny_pipeline(fixtures, dir);
+  std::ofstream(root / "model_index.json") << R"({"unet": ["diffusers", "UNet2DModel"], "vae": ["diffusers", "AutoencoderKL"],
+    "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
+    "scheduler": ["diffusers", "DDIMScheduler"]})";
+  try {
+    load_sd_pipeline(root.string());
+    ADD_FAILURE();
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("'unet': class UNet2DModel is not supported"), std::string::npos) << e.what();
   }
 }
 

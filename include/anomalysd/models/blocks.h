@@ -16,6 +16,14 @@ namespace anomalysd {
 torch::Tensor scaled_dot_product_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                            bool upcast = false, bool causal = false);
 
+// A Linear layer's forward. CPU float32 inference goes through oneDNN: Debian's OpenBLAS 0.3.21
+// does not recognise recent Xeons and falls back to its SSE3 "Prescott" kernels (measured on 2
+// cores: 35 GFLOP/s vs oneDNN's 100). Training (grad mode), CUDA and other dtypes use LibTorch's
+// own path. set_onednn_linear(false) turns the shortcut off (tests compare both).
+torch::Tensor linear(const torch::nn::Linear& layer, const torch::Tensor& x);
+void set_onednn_linear(bool enabled);
+bool onednn_linear_enabled();
+
 struct ResnetBlock2DImpl : torch::nn::Module {
   // temb_channels = 0: no time embedding (the VAE).
   ResnetBlock2DImpl(int64_t in_channels, int64_t out_channels, int64_t temb_channels, int64_t groups, double eps);
@@ -48,7 +56,8 @@ struct AttentionImpl : torch::nn::Module {
   AttentionOptions options;
   torch::nn::GroupNorm group_norm{nullptr};
   torch::nn::Linear to_q{nullptr}, to_k{nullptr}, to_v{nullptr};
-  torch::nn::ModuleList to_out;  // [Linear, (Dropout)] — only index 0 holds weights
+  torch::nn::ModuleList to_out;  // [Linear] — as diffusers' [Linear, Dropout]; only index 0 holds weights
+  torch::nn::Linear to_out_0{nullptr};  // the same module as to_out[0], typed
 };
 TORCH_MODULE(Attention);
 
@@ -80,6 +89,8 @@ struct FeedForwardImpl : torch::nn::Module {
   explicit FeedForwardImpl(int64_t dim, int64_t mult = 4);
   torch::Tensor forward(const torch::Tensor& x);
   torch::nn::ModuleList net;  // [GEGLU, Dropout, Linear]
+  GEGLU net_0{nullptr};          // typed views of net[0] and net[2]
+  torch::nn::Linear net_2{nullptr};
 };
 TORCH_MODULE(FeedForward);
 

@@ -1,0 +1,34 @@
+// A Stable Diffusion (inpainting) checkpoint in the diffusers folder layout, as users download it:
+//   model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/
+// Each component is built from its own config and loaded strictly; `variant` ("fp16") selects
+// *.fp16.safetensors. The scheduler config's beta schedule feeds our DDIM sampler whatever class
+// it names (SD2-inpainting ships a PNDMScheduler config).
+#pragma once
+
+#include <string>
+
+#include <torch/torch.h>
+
+#include "anomalysd/models/clip_text.h"
+#include "anomalysd/models/clip_tokenizer.h"
+#include "anomalysd/models/ddim.h"
+#include "anomalysd/models/unet.h"
+#include "anomalysd/models/vae.h"
+
+namespace anomalysd {
+
+struct SdPipeline {
+  std::string pipeline_class;  // model_index.json's _class_name
+  ClipTokenizer tokenizer;
+  ClipTextModel text_encoder{nullptr};
+  UNet2DConditionModel unet{nullptr};
+  AutoencoderKL vae{nullptr};
+  DdimScheduler scheduler{DdimConfig{}};
+
+  bool is_inpainting() const { return unet->config.in_channels == 9; }
+  void to(torch::Device device, torch::ScalarType dtype);
+};
+
+SdPipeline load_sd_pipeline(const std::string& dir, const std::string& variant = "");
+
+}  // namespace anomalysd
