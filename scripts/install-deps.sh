@@ -9,6 +9,8 @@ packages=(
   # Debian's LibTorch calls whatever libblas.so.3 is selected; the reference BLAS makes
   # matmul ~30x slower, so an optimised one is part of the set-up, not an option.
   libopenblas0-openmp
+  # Tests only: runs scripts/convert_torchvision_weights.py on random torchvision models.
+  python3-torchvision
 )
 
 missing=()

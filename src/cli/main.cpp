@@ -118,22 +118,25 @@ int main(int argc, char** argv) {
 
   ForwardOptions forward;
   CLI::App* forward_cmd = app.add_subcommand("forward", "Run one model component on named input tensors (checks converted checkpoints)");
-  forward_cmd->add_option("--component", forward.request.component, "unet | vae-encode | vae-decode | text-encoder | tokenizer")
+  forward_cmd->add_option("--component", forward.request.component,
+                          "unet | vae-encode | vae-decode | text-encoder | tokenizer | efficientnet | alexnet | lpips")
       ->required()
       ->check(CLI::IsMember(anomalysd::forward_components()));
-  forward_cmd->add_option("--model", forward.request.model_dir, "The component's folder (config.json + weights), or the tokenizer folder")
-      ->required();
+  forward_cmd->add_option("--model", forward.request.model_dir, "The component's folder (config.json + weights), or the tokenizer folder");
   forward_cmd->add_option("--inputs", forward.inputs, "IN.safetensors with the named inputs");
   forward_cmd->add_option("--output", forward.output, "OUT.safetensors for the named outputs")->required();
   forward_cmd->add_option("--variant", forward.request.variant, "Weight variant, e.g. fp16 (loads *.fp16.safetensors)");
   forward_cmd->add_option("--device", forward.request.device, "cpu | cuda | cuda:N | auto")->capture_default_str();
   forward_cmd->add_option("--dtype", forward.request.dtype, "float32 | float16 | bfloat16")->capture_default_str();
   forward_cmd->add_option("--text", forward.request.texts, "Prompt for the tokenizer (repeatable)");
+  forward_cmd->add_option("--weights", forward.request.weights, "efficientnet / alexnet / lpips: torchvision-named weights");
+  forward_cmd->add_option("--lpips-weights", forward.request.lpips_weights, "lpips: the lin layers' weights");
 
   BenchOptions bench;
   CLI::App* bench_cmd = app.add_subcommand("bench", "Time a real-size component built from its config.json with random weights (CPU)");
-  bench_cmd->add_option("component", bench.component, "unet | vae-encode | vae-decode")->required();
-  bench_cmd->add_option("--config", bench.config, "The component's config.json (e.g. sd2-inpainting/unet/config.json)")->required();
+  bench_cmd->add_option("component", bench.component,
+                        "unet | vae-encode | vae-decode | efficientnet | prototype-bank | nn-error-map | lpips")->required();
+  bench_cmd->add_option("--config", bench.config, "unet / vae: the component's config.json (e.g. sd2-inpainting/unet/config.json)");
   bench_cmd->add_option("--batch", bench.batches, "Batch sizes (repeatable)")->capture_default_str();
   bench_cmd->add_option("--repeats", bench.repeats, "Timed runs after one warm-up")->capture_default_str();
   bench_cmd->add_option("--size", bench.size, "Spatial size: latent for unet (default sample_size), image for vae (512)");

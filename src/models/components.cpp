@@ -4,13 +4,17 @@
 
 #include <algorithm>
 #include <chrono>
+#include <numeric>
 #include <filesystem>
 
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
 #include "anomalysd/io/errors.h"
+#include "anomalysd/anomaly/prototype.h"
+#include "anomalysd/models/alexnet_lpips.h"
 #include "anomalysd/models/clip_text.h"
+#include "anomalysd/models/efficientnet.h"
 #include "anomalysd/models/clip_tokenizer.h"
 #include "anomalysd/models/unet.h"
 #include "anomalysd/models/vae.h"
@@ -19,7 +23,8 @@
 namespace anomalysd {
 
 const std::vector<std::string>& forward_components() {
-  static const std::vector<std::string> names = {"unet", "vae-encode", "vae-decode", "text-encoder", "tokenizer"};
+  static const std::vector<std::string> names = {"unet",      "vae-encode", "vae-decode", "text-encoder",
+                                                 "tokenizer", "efficientnet", "alexnet",   "lpips"};
   return names;
 }
 
@@ -42,6 +47,11 @@ torch::Tensor as_float_input(const torch::Tensor& t, const torch::Device& device
   return t.to(device, dtype);
 }
 
+const std::string& require_weights(const std::string& path, const char* option) {
+  if (path.empty()) throw InputError(std::string("this component needs ") + option);
+  return path;
+}
+
 torch::Tensor output(const torch::Tensor& t) { return t.detach().to(torch::kCPU, t.is_floating_point() ? torch::kFloat : t.scalar_type()).contiguous(); }
 
 }  // namespace
@@ -53,7 +63,7 @@ std::map<std::string, torch::Tensor> run_forward(const ForwardRequest& r, const 
   std::map<std::string, torch::Tensor> out;
   if (r.component == "tokenizer") {
     if (r.texts.empty()) throw InputError("tokenizer: give at least one --text");
-    const ClipTokenizer tok = ClipTokenizer::from_folder(r.model_dir);
+    const ClipTokenizer tok = ClipTokenizer::from_folder(require_weights(r.model_dir, "--model DIR"));
     torch::Tensor ids = torch::empty({static_cast<int64_t>(r.texts.size()), tok.max_length()}, torch::kLong);
     for (std::size_t i = 0; i < r.texts.size(); ++i) {
       const auto row = tok.encode(r.texts[i]);
@@ -63,6 +73,9 @@ std::map<std::string, torch::Tensor> run_forward(const ForwardRequest& r, const 
     return out;
   }
 
+  const bool needs_model_dir = r.component == "unet" || r.component == "vae-encode" || r.component == "vae-decode" ||
+                               r.component == "text-encoder";
+  if (needs_model_dir) require_weights(r.model_dir, "--model DIR");
   RuntimeConfig rc;
   rc.device = r.device;
   rc.dtype = r.dtype;
@@ -86,6 +99,29 @@ std::map<std::string, torch::Tensor> run_forward(const ForwardRequest& r, const 
     } else {
       out["decoded_z"] = output(vae->decode(as_float_input(input(inputs, "latent_z", r.component), rt.device, rt.dtype, "latent_z")));
     }
+  } else if (r.component == "efficientnet") {
+    EfficientNet net = load_efficientnet(require_weights(r.weights, "--weights FILE.safetensors"));
+    net->to(rt.device, rt.dtype);
+    const torch::Tensor x = as_float_input(input(inputs, "input", r.component), rt.device, rt.dtype, "input");
+    std::vector<int64_t> taps(net->features->size());
+    std::iota(taps.begin(), taps.end(), 0);
+    for (const auto& [i, f] : net->features_at(x, taps)) out["features." + std::to_string(i)] = output(f);
+    if (net->classifier) out["logits"] = output(net->forward(x));
+  } else if (r.component == "alexnet") {
+    AlexNetFeatures net = load_alexnet(require_weights(r.weights, "--weights FILE.safetensors"));
+    net->to(rt.device, rt.dtype);
+    const auto taps = net->forward(as_float_input(input(inputs, "input", r.component), rt.device, rt.dtype, "input"));
+    const char* names[] = {"1", "4", "7", "9", "11"};
+    for (int l = 0; l < 5; ++l) out[std::string("relu_after_features.") + names[l]] = output(taps[l]);
+  } else if (r.component == "lpips") {
+    Lpips lpips = load_lpips(require_weights(r.weights, "--weights FILE.safetensors"), require_weights(r.lpips_weights, "--lpips-weights FILE.safetensors"));
+    lpips->to(rt.device, rt.dtype);
+    const torch::Tensor x0 = as_float_input(input(inputs, "lpips_in0", r.component), rt.device, rt.dtype, "lpips_in0");
+    const torch::Tensor x1 = as_float_input(input(inputs, "lpips_in1", r.component), rt.device, rt.dtype, "lpips_in1");
+    const LpipsOutput o = lpips->forward(x0, x1);
+    out["value"] = output(o.value);
+    for (int l = 0; l < 5; ++l) out["layer" + std::to_string(l)] = output(o.layer_maps[l].mean({2, 3}, true));
+    out["spatial_map"] = output(lpips->distance_map(x0, x1));
   } else {  // text-encoder
     ClipTextModel clip = load_clip_text(r.model_dir, r.variant);
     clip->to(rt.device, rt.dtype);
@@ -132,8 +168,34 @@ BenchFigures bench_component(const std::string& component, const std::string& co
       run = [=]() mutable { return vae->decode(z); };
     }
     module = vae.ptr();
+  } else if (component == "efficientnet" || component == "prototype-bank" || component == "nn-error-map") {
+    auto net = EfficientNet(EfficientNetConfig::b(6));
+    net->eval();
+    const int64_t s = size > 0 ? size : 512;
+    const PrototypeOptions options;
+    if (component == "efficientnet") {
+      const torch::Tensor image = torch::rand({batch, 3, s, s});
+      run = [=]() mutable { return prototype_features(net, image, options); };
+    } else if (component == "prototype-bank") {
+      const torch::Tensor shots = torch::rand({4, 3, s, s});
+      run = [=]() mutable { return build_prototype_bank(net, shots, options); };
+    } else {
+      const torch::Tensor bank = build_prototype_bank(net, torch::rand({4, 3, s, s}), options);
+      const torch::Tensor features = prototype_features(net, torch::rand({1, 3, s, s}), options);
+      spdlog::info("bench nn-error-map: {} query vectors against a bank of {} x {}", features.size(2) * features.size(3), bank.size(0), bank.size(1));
+      run = [=]() { return prototype_mask(prototype_error_map(features, bank), s, s); };
+    }
+    module = net.ptr();
+  } else if (component == "lpips") {
+    auto lpips = Lpips();
+    lpips->eval();
+    const int64_t s = size > 0 ? size : 512;
+    const torch::Tensor x0 = torch::rand({batch, 3, s, s}) * 2 - 1, x1 = torch::rand({batch, 3, s, s}) * 2 - 1;
+    run = [=]() mutable { return lpips->distance_map(x0, x1); };
+    module = lpips.ptr();
   } else {
-    throw InputError("bench: unknown component '" + component + "' (unet, vae-encode, vae-decode)");
+    throw InputError("bench: unknown component '" + component +
+                     "' (unet, vae-encode, vae-decode, efficientnet, prototype-bank, nn-error-map, lpips)");
   }
   for (const auto& p : module->parameters()) f.parameters += p.numel();
   spdlog::info("bench {}: {:.1f} M parameters, batch {}, {} threads", component, f.parameters / 1e6, batch, at::get_num_threads());

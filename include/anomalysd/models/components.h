@@ -11,8 +11,10 @@
 namespace anomalysd {
 
 struct ForwardRequest {
-  std::string component;   // unet | vae-encode | vae-decode | text-encoder | tokenizer
+  std::string component;   // unet | vae-encode | vae-decode | text-encoder | tokenizer | efficientnet | alexnet | lpips
   std::string model_dir;   // the component's folder (config.json + weights), or the tokenizer folder
+  std::string weights;        // efficientnet / alexnet / lpips: torchvision-named safetensors
+  std::string lpips_weights;  // lpips: the lin layers (lin{0..4}.model.1.weight)
   std::string variant;     // "" or e.g. "fp16": loads *.fp16.safetensors
   std::string device = "cpu";
   std::string dtype = "float32";
@@ -25,6 +27,9 @@ const std::vector<std::string>& forward_components();
 //   unet: sample, timestep, encoder_hidden_states -> out
 //   vae-encode: image -> posterior_mean, posterior_std;  vae-decode: latent_z -> decoded_z
 //   text-encoder: input_ids -> last_hidden_state, pooler_output;  tokenizer: (texts) -> input_ids
+//   efficientnet: input -> features.0 … features.8 (+ logits when the file has the classifier)
+//   alexnet: input -> relu_after_features.{1,4,7,9,11}
+//   lpips: lpips_in0, lpips_in1 -> value, spatial_map, layer0 … layer4
 // Outputs are float32 (int64 for ids) on the CPU.
 std::map<std::string, at::Tensor> run_forward(const ForwardRequest& request, const std::map<std::string, at::Tensor>& inputs);
 
@@ -37,8 +42,10 @@ struct BenchFigures {
   int64_t parameters = 0;
 };
 
-// Real-size models from a config.json with random weights: `unet` (64×64 latent, 77×E context),
-// `vae-encode` / `vae-decode` (512×512 image). `size` overrides the spatial size (latent for unet).
+// Real-size models with random weights: `unet` (64×64 latent, 77×E context) and `vae-encode` /
+// `vae-decode` (512×512 image) from a config.json; `efficientnet` (B6 features of one image),
+// `prototype-bank` (4 shots × 4 rotations), `nn-error-map` (one image against that bank), `lpips`
+// (distance maps of `batch` pairs). `size` overrides the spatial size (latent for unet, else image).
 BenchFigures bench_component(const std::string& component, const std::string& config_path, int64_t batch, int64_t repeats,
                              int64_t size = 0);
 

@@ -1,0 +1,150 @@
+#include "anomalysd/anomaly/prototype.h"
+
+#include <cmath>
+#include <limits>
+#include <sstream>
+
+#include "anomalysd/io/errors.h"
+#include "anomalysd/io/safetensors.h"
+#include "anomalysd/io/tensor_io.h"
+
+namespace anomalysd {
+
+namespace F = torch::nn::functional;
+
+torch::Tensor prototype_features(EfficientNet& net, const torch::Tensor& images, const PrototypeOptions& options) {
+  if (options.taps.size() != 2) throw InputError("prototype features need exactly two EfficientNet taps");
+  auto feats = net->features_at(imagenet_normalize(images), options.taps);
+  const torch::Tensor& f2 = feats.at(options.taps[0]);
+  const torch::Tensor f3 = F::interpolate(feats.at(options.taps[1]), F::InterpolateFuncOptions()
+                                                                         .size(std::vector<int64_t>{f2.size(2), f2.size(3)})
+                                                                         .mode(torch::kBilinear)
+                                                                         .align_corners(false));
+  return torch::cat({f2, f3}, 1);  // eq. (13)
+}
+
+torch::Tensor rotate_images(const torch::Tensor& images, double degrees) {
+  const double turns = degrees / 90.0;
+  if (std::abs(turns - std::round(turns)) < 1e-9) {
+    const int64_t k = ((static_cast<int64_t>(std::llround(turns)) % 4) + 4) % 4;
+    return k == 0 ? images : torch::rot90(images, k, {2, 3});  // counter-clockwise, like torchvision
+  }
+  const double a = degrees * M_PI / 180.0;
+  // Inverse rotation in normalised coordinates for grid_sample (counter-clockwise image rotation).
+  const torch::Tensor theta = torch::tensor({{std::cos(a), std::sin(a), 0.0}, {-std::sin(a), std::cos(a), 0.0}}, images.options())
+                                  .unsqueeze(0)
+                                  .expand({images.size(0), 2, 3});
+  const torch::Tensor grid = F::affine_grid(theta, images.sizes().vec(), /*align_corners=*/false);
+  return F::grid_sample(images, grid, F::GridSampleFuncOptions().mode(torch::kBilinear).padding_mode(torch::kZeros).align_corners(false));
+}
+
+torch::Tensor build_prototype_bank(EfficientNet& net, const torch::Tensor& shots, const PrototypeOptions& options) {
+  if (shots.dim() != 4 || shots.size(1) != 3) throw ShapeError("prototype bank: shots must be [K, 3, H, W]");
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> parts;
+  for (double angle : options.rotations) {
+    const torch::Tensor psi = prototype_features(net, rotate_images(shots, angle), options);  // [K, C, h, w]
+    parts.push_back(psi.permute({0, 2, 3, 1}).reshape({-1, psi.size(1)}));
+  }
+  return torch::cat(parts, 0).contiguous();  // [M, C]
+}
+
+torch::Tensor nearest_neighbour_distance(const torch::Tensor& queries, const torch::Tensor& bank, int64_t max_block_bytes) {
+  if (queries.dim() != 2 || bank.dim() != 2 || queries.size(1) != bank.size(1))
+    throw ShapeError("nearest neighbour: queries [n, C] and bank [M, C] must share C");
+  if (bank.size(0) == 0) throw InputError("nearest neighbour: the prototype bank is empty");
+  const int64_t n = queries.size(0), m = bank.size(0);
+  const int64_t elem = static_cast<int64_t>(queries.element_size());
+  // A block of qn × bn distances; bank chunks first, so that a big bank never needs a big block.
+  const int64_t max_elems = std::max<int64_t>(1, max_block_bytes / elem);
+  const int64_t bn = std::min(m, std::max<int64_t>(1, max_elems / std::min<int64_t>(n, 1024)));
+  const int64_t qn = std::min(n, std::max<int64_t>(1, max_elems / bn));
+  const torch::Tensor bank_sq = bank.pow(2).sum(1);  // [M]
+  torch::Tensor best = torch::full({n}, std::numeric_limits<float>::infinity(), queries.options());
+  for (int64_t q0 = 0; q0 < n; q0 += qn) {
+    const torch::Tensor q = queries.narrow(0, q0, std::min(qn, n - q0));
+    const torch::Tensor q_sq = q.pow(2).sum(1, true);  // [qn, 1]
+    torch::Tensor q_best = best.narrow(0, q0, q.size(0));
+    for (int64_t b0 = 0; b0 < m; b0 += bn) {
+      const int64_t nb = std::min(bn, m - b0);
+      // ‖a‖² + ‖b‖² − 2ab, in place on the one [qn, nb] block
+      const torch::Tensor d = torch::mm(q, bank.narrow(0, b0, nb).t()).mul_(-2.0).add_(q_sq).add_(bank_sq.narrow(0, b0, nb).unsqueeze(0));
+      q_best.copy_(torch::minimum(q_best, std::get<0>(d.min(1))));
+    }
+  }
+  return best.clamp_min_(0.0);
+}
+
+torch::Tensor prototype_error_map(const torch::Tensor& features, const torch::Tensor& bank) {
+  if (features.dim() != 4 || features.size(0) != 1) throw ShapeError("prototype error map: features must be [1, C, h, w]");
+  const int64_t c = features.size(1), h = features.size(2), w = features.size(3);
+  return nearest_neighbour_distance(features[0].reshape({c, h * w}).t().contiguous(), bank).view({h, w});
+}
+
+double variance_split_threshold(const torch::Tensor& values) {
+  const torch::Tensor sorted = std::get<0>(values.detach().flatten().to(torch::kCPU, torch::kDouble).sort());
+  const int64_t n = sorted.numel();
+  const double* v = sorted.data_ptr<double>();
+  // Prefix sums of x and x² give each side's variance in O(1): Var = E[x²] − E[x]².
+  std::vector<double> s1(n + 1, 0.0), s2(n + 1, 0.0);
+  for (int64_t i = 0; i < n; ++i) {
+    s1[i + 1] = s1[i] + v[i];
+    s2[i + 1] = s2[i] + v[i] * v[i];
+  }
+  auto var = [&](int64_t lo, int64_t hi) {  // population variance of v[lo, hi)
+    const double k = static_cast<double>(hi - lo);
+    const double mean = (s1[hi] - s1[lo]) / k;
+    return std::max(0.0, (s2[hi] - s2[lo]) / k - mean * mean);
+  };
+  double best = std::numeric_limits<double>::infinity(), threshold = std::numeric_limits<double>::infinity();
+  for (int64_t i = 1; i < n; ++i) {
+    if (v[i] == v[i - 1]) continue;  // r = v[i] puts all copies of v[i] on the upper side
+    const double cost = var(0, i) + var(i, n);
+    if (cost < best) {
+      best = cost;
+      threshold = v[i];
+    }
+  }
+  return threshold;
+}
+
+torch::Tensor prototype_mask(const torch::Tensor& error_map, int64_t height, int64_t width) {
+  const double r = variance_split_threshold(error_map);
+  const torch::Tensor binary = (error_map >= r).to(torch::kFloat).view({1, 1, error_map.size(-2), error_map.size(-1)});
+  return F::interpolate(binary, F::InterpolateFuncOptions().size(std::vector<int64_t>{height, width}).mode(torch::kNearest))[0][0];
+}
+
+void PrototypeBanks::save(const std::string& path) const {
+  std::map<std::string, torch::Tensor> tensors;
+  for (const auto& [cls, bank] : banks) tensors["bank." + cls] = bank;
+  std::ostringstream taps, rotations;
+  for (std::size_t i = 0; i < options.taps.size(); ++i) taps << (i ? "," : "") << options.taps[i];
+  for (std::size_t i = 0; i < options.rotations.size(); ++i) rotations << (i ? "," : "") << options.rotations[i];
+  save_safetensors(path, tensors, {{"format", "anomalysd-prototype-bank"}, {"taps", taps.str()}, {"rotations", rotations.str()}});
+}
+
+PrototypeBanks PrototypeBanks::load(const std::string& path) {
+  const SafetensorsFile file = SafetensorsFile::open(path);
+  const auto& meta = file.metadata();
+  if (!meta.count("format") || meta.at("format") != "anomalysd-prototype-bank")
+    throw FormatError(path, "not a prototype bank (metadata 'format' is not 'anomalysd-prototype-bank')");
+  PrototypeBanks out;
+  auto parse_list = [&](const char* key, auto convert) {
+    using T = decltype(convert(std::string()));
+    std::vector<T> list;
+    if (!meta.count(key)) throw FormatError(path, std::string("metadata lacks '") + key + "'");
+    std::stringstream ss(meta.at(key));
+    for (std::string item; std::getline(ss, item, ',');) list.push_back(convert(item));
+    return list;
+  };
+  out.options.taps = parse_list("taps", [](const std::string& s) { return static_cast<int64_t>(std::stoll(s)); });
+  out.options.rotations = parse_list("rotations", [](const std::string& s) { return std::stod(s); });
+  for (const auto& t : file.tensors()) {
+    if (t.name.rfind("bank.", 0) != 0) throw FormatError(path, "unexpected tensor '" + t.name + "'");
+    if (t.shape.size() != 2) throw FormatError(path, "'" + t.name + "': a bank must be [M, C]");
+    out.banks[t.name.substr(5)] = load_tensor(file, t.name, torch::kCPU, torch::kFloat);
+  }
+  return out;
+}
+
+}  // namespace anomalysd
