@@ -7,6 +7,7 @@
 #include "anomalysd/io/errors.h"
 #include "anomalysd/io/safetensors.h"
 #include "anomalysd/io/tensor_io.h"
+#include "anomalysd/models/blocks.h"
 
 namespace anomalysd {
 
@@ -42,9 +43,14 @@ torch::Tensor build_prototype_bank(EfficientNet& net, const torch::Tensor& shots
   if (shots.dim() != 4 || shots.size(1) != 3) throw ShapeError("prototype bank: shots must be [K, 3, H, W]");
   torch::NoGradGuard no_grad;
   std::vector<torch::Tensor> parts;
+  // One image at a time: EfficientNet's expanded activations at 512² are hundreds of MiB per image,
+  // and batching them only thrashes the caches (measured 3× slower for 4 shots on 2 cores).
   for (double angle : options.rotations) {
-    const torch::Tensor psi = prototype_features(net, rotate_images(shots, angle), options);  // [K, C, h, w]
-    parts.push_back(psi.permute({0, 2, 3, 1}).reshape({-1, psi.size(1)}));
+    const torch::Tensor rotated = rotate_images(shots, angle).contiguous();
+    for (int64_t k = 0; k < rotated.size(0); ++k) {
+      const torch::Tensor psi = prototype_features(net, rotated.narrow(0, k, 1), options);  // [1, C, h, w]
+      parts.push_back(psi[0].permute({1, 2, 0}).reshape({-1, psi.size(1)}));
+    }
   }
   return torch::cat(parts, 0).contiguous();  // [M, C]
 }
@@ -56,7 +62,8 @@ torch::Tensor nearest_neighbour_distance(const torch::Tensor& queries, const tor
   const int64_t n = queries.size(0), m = bank.size(0);
   const int64_t elem = static_cast<int64_t>(queries.element_size());
   // A block of qn × bn distances; bank chunks first, so that a big bank never needs a big block.
-  const int64_t max_elems = std::max<int64_t>(1, max_block_bytes / elem);
+  // Half the budget per block: the oneDNN product and its dense copy coexist for a moment.
+  const int64_t max_elems = std::max<int64_t>(1, max_block_bytes / elem / 2);
   const int64_t bn = std::min(m, std::max<int64_t>(1, max_elems / std::min<int64_t>(n, 1024)));
   const int64_t qn = std::min(n, std::max<int64_t>(1, max_elems / bn));
   const torch::Tensor bank_sq = bank.pow(2).sum(1);  // [M]
@@ -68,7 +75,7 @@ torch::Tensor nearest_neighbour_distance(const torch::Tensor& queries, const tor
     for (int64_t b0 = 0; b0 < m; b0 += bn) {
       const int64_t nb = std::min(bn, m - b0);
       // ‖a‖² + ‖b‖² − 2ab, in place on the one [qn, nb] block
-      const torch::Tensor d = torch::mm(q, bank.narrow(0, b0, nb).t()).mul_(-2.0).add_(q_sq).add_(bank_sq.narrow(0, b0, nb).unsqueeze(0));
+      const torch::Tensor d = anomalysd::linear(q, bank.narrow(0, b0, nb)).mul_(-2.0).add_(q_sq).add_(bank_sq.narrow(0, b0, nb).unsqueeze(0));
       q_best.copy_(torch::minimum(q_best, std::get<0>(d.min(1))));
     }
   }

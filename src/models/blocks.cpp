@@ -21,21 +21,22 @@ std::atomic<bool> g_onednn_linear{true};
 void set_onednn_linear(bool enabled) { g_onednn_linear = enabled; }
 bool onednn_linear_enabled() { return g_onednn_linear; }
 
-torch::Tensor linear(const torch::nn::Linear& layer, const torch::Tensor& x) {
-  const torch::Tensor& w = layer->weight;
+torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
   const int64_t rows = x.numel() / std::max<int64_t>(1, x.size(-1));
   // oneDNN needs plain float32 CPU tensors and has no autograd here; tiny products are not worth
   // the layout conversions.
   if (g_onednn_linear && at::hasMKLDNN() && !torch::GradMode::is_enabled() && x.device().is_cpu() &&
-      x.scalar_type() == torch::kFloat && w.scalar_type() == torch::kFloat && rows >= 16) {
+      x.scalar_type() == torch::kFloat && weight.scalar_type() == torch::kFloat && rows >= 16) {
     std::vector<int64_t> out_shape = x.sizes().vec();
-    out_shape.back() = w.size(0);
+    out_shape.back() = weight.size(0);
     const torch::Tensor x2 = x.reshape({rows, x.size(-1)}).contiguous();
-    const c10::optional<torch::Tensor> bias = layer->bias.defined() ? c10::optional<torch::Tensor>(layer->bias) : c10::nullopt;
-    return at::mkldnn_linear(x2.to_mkldnn(), w, bias).to_dense().view(out_shape);
+    const c10::optional<torch::Tensor> b = bias.defined() ? c10::optional<torch::Tensor>(bias) : c10::nullopt;
+    return at::mkldnn_linear(x2.to_mkldnn(), weight.contiguous(), b).to_dense().view(out_shape);
   }
-  return torch::nn::functional::linear(x, w, layer->bias);
+  return torch::nn::functional::linear(x, weight, bias);
 }
+
+torch::Tensor linear(const torch::nn::Linear& layer, const torch::Tensor& x) { return linear(x, layer->weight, layer->bias); }
 
 torch::Tensor scaled_dot_product_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                            bool upcast, bool causal) {

@@ -21,6 +21,7 @@ torch::Tensor scaled_dot_product_attention(const torch::Tensor& q, const torch::
 // cores: 35 GFLOP/s vs oneDNN's 100). Training (grad mode), CUDA and other dtypes use LibTorch's
 // own path. set_onednn_linear(false) turns the shortcut off (tests compare both).
 torch::Tensor linear(const torch::nn::Linear& layer, const torch::Tensor& x);
+torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias = {});  // x · weightᵀ + bias
 void set_onednn_linear(bool enabled);
 bool onednn_linear_enabled();
 
