@@ -39,7 +39,19 @@ void check(const std::string& name, const torch::Tensor& got, const torch::Tenso
 
 }  // namespace
 
+int run(int argc, char** argv);
+
 int main(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::printf("error: %s\n%d passed, %d failed\n", e.what(), passed, failed + 1);
+    return 1;
+  }
+}
+
+int run(int argc, char** argv) {
   if (argc < 2) {
     std::fprintf(stderr, "usage: device_parity FIXTURES_DIR [cuda|cpu]\n");
     return 2;
@@ -54,10 +66,13 @@ int main(int argc, char** argv) {
   torch::NoGradGuard no_grad;
   auto to = [&](const torch::Tensor& t, torch::ScalarType dt) { return t.is_floating_point() ? t.to(device, dt) : t.to(device); };
   const auto start = std::chrono::steady_clock::now();
+  // Half-precision matmuls exist only on CUDA in LibTorch 1.x; a CPU dry run checks float32.
+  const std::vector<torch::ScalarType> low_precision =
+      device.is_cuda() ? std::vector<torch::ScalarType>{torch::kFloat, torch::kHalf, torch::kBFloat16} : std::vector<torch::ScalarType>{torch::kFloat};
 
   for (const char* name : {"unet_sd2_inpaint_tiny", "unet_sd1_inpaint_tiny"}) {
     const auto io = load_all((fx / name / "inputs_outputs.safetensors").string());
-    for (auto dt : {torch::kFloat, torch::kHalf, torch::kBFloat16}) {
+    for (auto dt : low_precision) {
       UNet2DConditionModel unet = load_unet((fx / name).string());
       unet->to(device, dt);
       const std::string tag = std::string(name) + " " + c10::toString(dt);
@@ -68,7 +83,8 @@ int main(int argc, char** argv) {
   }
   {
     const auto io = load_all((fx / "vae_kl_tiny/inputs_outputs.safetensors").string());
-    for (auto dt : {torch::kFloat, torch::kHalf}) {
+    for (auto dt : low_precision) {
+      if (dt == torch::kBFloat16) continue;
       AutoencoderKL vae = load_vae((fx / "vae_kl_tiny").string());
       vae->to(device, dt);
       const std::string tag = std::string("vae ") + c10::toString(dt);
@@ -106,7 +122,8 @@ int main(int argc, char** argv) {
     const auto io = load_all((fx / "alexnet_lpips/inputs_outputs.safetensors").string());
     auto state = load_all((fx / "alexnet_lpips/features_bias.safetensors").string());
     std::ifstream in(fx / "alexnet_lpips/hashed_weights.json");
-    for (const auto& [name, spec] : nlohmann::json::parse(in).items()) {
+    const nlohmann::json hashed = nlohmann::json::parse(in);
+    for (const auto& [name, spec] : hashed.items()) {
       uint32_t h = 0x811C9DC5u;
       for (unsigned char c : name) h = (h ^ c) * 0x01000193u;
       torch::Tensor t = torch::empty(spec["shape"].get<std::vector<int64_t>>());
