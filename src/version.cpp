@@ -18,6 +18,10 @@ namespace anomalysd {
 
 const char* project_version() { return ANOMALYSD_VERSION; }
 
+std::string libtorch_version() {
+  return std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) + "." + std::to_string(TORCH_VERSION_PATCH);
+}
+
 namespace {
 
 int collect_blas(struct dl_phdr_info* info, size_t, void* out) {
@@ -51,7 +55,7 @@ std::string loaded_blas() {
 std::string version_report() {
   std::ostringstream s;
   s << "anomalysd " << project_version() << "\n";
-  s << "LibTorch " << TORCH_VERSION_MAJOR << "." << TORCH_VERSION_MINOR << "." << TORCH_VERSION_PATCH << "\n";
+  s << "LibTorch " << libtorch_version() << "\n";
   const std::string blas = loaded_blas();
   s << "BLAS: " << (blas.empty() ? "none loaded (or statically linked, e.g. MKL)" : blas) << "\n";
   s << "CPU threads: " << default_thread_count() << " cores (LibTorch default " << at::get_num_threads() << ")\n";

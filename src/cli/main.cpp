@@ -4,6 +4,7 @@
 // Exit codes: 0 success; 1 unexpected failure; 2 bad input (a missing, corrupt or malformed
 // file, an invalid config key, a bad command-line option).
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -16,6 +17,8 @@
 #include "anomalysd/io/inspect.h"
 #include "anomalysd/io/safetensors.h"
 #include "anomalysd/io/tensor_io.h"
+#include "anomalysd/metrics/eval_maps.h"
+#include "anomalysd/metrics/results.h"
 #include "anomalysd/models/components.h"
 #include "anomalysd/runtime.h"
 #include "anomalysd/util/logging.h"
@@ -96,6 +99,41 @@ int run_bench(const BenchOptions& o) {
   return 0;
 }
 
+struct EvalMapsCli {
+  anomalysd::EvalMapsOptions options;
+  std::string output;
+};
+
+int run_eval_maps(const EvalMapsCli& o) {
+  anomalysd::RunResults results = anomalysd::evaluate_maps(o.options);
+  results.versions = {{"anomalysd", anomalysd::project_version()}, {"libtorch", anomalysd::libtorch_version()}};
+  anomalysd::write_results(results, o.output);
+  std::cout << anomalysd::results_table(results);
+  spdlog::info("wrote {} (+ metrics.csv, table.md beside it)", o.output);
+  return 0;
+}
+
+struct MergeCli {
+  std::vector<std::string> inputs;
+  std::string output;
+};
+
+int run_merge(const MergeCli& o) {
+  std::vector<anomalysd::RunResults> runs;
+  std::vector<std::string> sources;
+  for (const auto& in : o.inputs) {
+    const std::filesystem::path p(in);
+    const std::string file = std::filesystem::is_directory(p) ? (p / "metrics.json").string() : in;
+    runs.push_back(anomalysd::RunResults::load(file));
+    sources.push_back(file);
+  }
+  const anomalysd::RunResults merged = anomalysd::merge_results(runs, sources);
+  std::filesystem::create_directories(o.output);
+  anomalysd::write_results(merged, (std::filesystem::path(o.output) / "metrics.json").string());
+  std::cout << anomalysd::results_table(merged);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -142,6 +180,26 @@ int main(int argc, char** argv) {
   bench_cmd->add_option("--size", bench.size, "Spatial size: latent for unet (default sample_size), image for vae (512)");
   bench_cmd->add_option("--threads", bench.threads, "Intra-op threads (0 = all cores)")->capture_default_str();
 
+  EvalMapsCli eval_maps;
+  CLI::App* eval_maps_cmd = app.add_subcommand("eval-maps", "Evaluate any method's anomaly maps (MVTec AD evaluation layout) on a dataset");
+  eval_maps_cmd->add_option("--dataset", eval_maps.options.dataset, "mvtec | visa | folder")
+      ->check(CLI::IsMember({"mvtec", "visa", "folder"}))
+      ->capture_default_str();
+  eval_maps_cmd->add_option("--root", eval_maps.options.root, "Dataset folder")->required();
+  eval_maps_cmd->add_option("--maps", eval_maps.options.maps, "Maps folder: <class>/test/<defect>/<id>.tiff")->required();
+  eval_maps_cmd->add_option("--classes", eval_maps.options.classes, "Classes to evaluate (default: all)");
+  eval_maps_cmd->add_option("--scores", eval_maps.options.scores_csv, "Image scores CSV (class,defect,id,score); default: max of the map");
+  eval_maps_cmd->add_option("--eval-size", eval_maps.options.eval_size, "Evaluate at N×N instead of the GT size (bounds memory)");
+  eval_maps_cmd->add_option("--fpr-limit", eval_maps.options.fpr_limit, "PRO integration limit")->capture_default_str();
+  eval_maps_cmd->add_option("--method", eval_maps.options.method, "Method name for the table")->capture_default_str();
+  eval_maps_cmd->add_option("--setup", eval_maps.options.setup, "Setup for the table, e.g. 1-shot");
+  eval_maps_cmd->add_option("--output", eval_maps.output, "metrics JSON file (metrics.csv and table.md are written beside it)")->required();
+
+  MergeCli merge;
+  CLI::App* merge_cmd = app.add_subcommand("merge-results", "Merge partial results (metrics.json files or their folders) into one table");
+  merge_cmd->add_option("inputs", merge.inputs, "Result folders or metrics.json files")->required();
+  merge_cmd->add_option("--output", merge.output, "Output folder")->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -159,6 +217,8 @@ int main(int argc, char** argv) {
     if (config_cmd->parsed()) return run_config(config);
     if (forward_cmd->parsed()) return run_forward(forward);
     if (bench_cmd->parsed()) return run_bench(bench);
+    if (eval_maps_cmd->parsed()) return run_eval_maps(eval_maps);
+    if (merge_cmd->parsed()) return run_merge(merge);
     std::cout << app.help();
     return 0;
   } catch (const anomalysd::InputError& e) {

@@ -1,0 +1,27 @@
+// `anomalysd eval-maps`: evaluates any method's anomaly maps, saved in the official MVTec AD
+// evaluation layout <maps>/<class>/test/<defect>/<id>.tiff (float32, any size), on a dataset's
+// ground truth with the same metric code as `anomalysd eval`.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "anomalysd/metrics/results.h"
+
+namespace anomalysd {
+
+struct EvalMapsOptions {
+  std::string dataset = "mvtec";  // mvtec | visa | folder
+  std::string root;
+  std::string maps;
+  std::vector<std::string> classes;  // empty = all
+  std::string scores_csv;            // optional image scores: class,defect,id,score (default: max of the map)
+  int64_t eval_size = 0;             // 0: evaluate at the GT size; N: resize maps (bilinear) and masks (nearest) to N×N
+  double fpr_limit = 0.3;
+  std::string method = "method";
+  std::string setup;
+};
+
+RunResults evaluate_maps(const EvalMapsOptions& options);
+
+}  // namespace anomalysd

@@ -1,0 +1,138 @@
+#include "anomalysd/metrics/eval_maps.h"
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include <ATen/ATen.h>
+#include <opencv2/imgproc.hpp>
+#include <spdlog/spdlog.h>
+
+#include "anomalysd/data/dataset.h"
+#include "anomalysd/data/image_io.h"
+#include "anomalysd/io/errors.h"
+#include "anomalysd/metrics/metrics.h"
+#include "anomalysd/util/progress.h"
+
+namespace anomalysd {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::map<std::string, double> read_scores(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw FormatError(path, "cannot open scores file");
+  std::map<std::string, double> scores;
+  std::string line;
+  std::getline(in, line);
+  if (line.rfind("class,defect,id,score", 0) != 0) throw FormatError(path, "expected the header 'class,defect,id,score'");
+  int row = 1;
+  while (std::getline(in, line)) {
+    ++row;
+    if (line.empty() || line == "\r") continue;
+    std::stringstream ss(line);
+    std::string cls, defect, id, score;
+    std::getline(ss, cls, ',');
+    std::getline(ss, defect, ',');
+    std::getline(ss, id, ',');
+    std::getline(ss, score, ',');
+    try {
+      std::size_t used = 0;
+      const double v = std::stod(score, &used);
+      if (!std::isfinite(v)) throw std::invalid_argument("not finite");
+      scores[cls + "/" + defect + "/" + id] = v;
+    } catch (const std::exception&) {
+      throw FormatError(path + ":" + std::to_string(row), "score '" + score + "' is not a finite number");
+    }
+  }
+  return scores;
+}
+
+std::string map_path(const std::string& maps, const TestSample& s) {
+  return (fs::path(maps) / s.cls / "test" / s.defect / (s.id + ".tiff")).string();
+}
+
+}  // namespace
+
+RunResults evaluate_maps(const EvalMapsOptions& o) {
+  const auto start = std::chrono::steady_clock::now();
+  const Dataset dataset = load_dataset(o.dataset, o.root, o.classes);
+  if (!fs::is_directory(o.maps)) throw FormatError(o.maps, "maps folder not found");
+  const std::map<std::string, double> given_scores = o.scores_csv.empty() ? std::map<std::string, double>() : read_scores(o.scores_csv);
+
+  // Every map must be there before any work starts.
+  std::vector<std::string> missing;
+  for (const auto& c : dataset.classes)
+    for (const auto& s : c.test)
+      if (!fs::is_regular_file(map_path(o.maps, s))) missing.push_back(map_path(o.maps, s));
+  if (!missing.empty()) {
+    std::string list;
+    for (std::size_t i = 0; i < missing.size() && i < 10; ++i) list += "\n  " + missing[i];
+    if (missing.size() > 10) list += "\n  ... (" + std::to_string(missing.size()) + " in all)";
+    throw InputError(std::to_string(missing.size()) + " anomaly map(s) missing:" + list);
+  }
+
+  RunResults results;
+  results.dataset = o.dataset;
+  results.method = o.method;
+  results.setup = o.setup;
+  results.config = {{"dataset", o.dataset}, {"root", o.root},          {"maps", o.maps},          {"scores_csv", o.scores_csv},
+                    {"eval_size", o.eval_size}, {"fpr_limit", o.fpr_limit}, {"classes", o.classes}};
+  for (const ClassData& c : dataset.classes) {
+    const auto class_start = std::chrono::steady_clock::now();
+    ProgressBar bar(c.name, static_cast<int64_t>(c.test.size()), "img");
+    PixelMetricAccumulator pixels;
+    std::vector<float> image_scores;
+    std::vector<uint8_t> image_labels;
+    for (const TestSample& s : c.test) {
+      const auto [h, w] = read_image_size(s.image);
+      cv::Mat mask = s.mask.empty() ? cv::Mat::zeros(h, w, CV_8U) : read_mask(s.mask);
+      if (mask.rows != h || mask.cols != w)
+        throw FormatError(s.mask, "mask is " + std::to_string(mask.cols) + "x" + std::to_string(mask.rows) + " but its image is " +
+                                      std::to_string(w) + "x" + std::to_string(h));
+      cv::Mat map = read_anomaly_map(map_path(o.maps, s));
+      const cv::Size size = o.eval_size > 0 ? cv::Size(static_cast<int>(o.eval_size), static_cast<int>(o.eval_size)) : mask.size();
+      if (map.size() != size) cv::resize(map, map, size, 0, 0, cv::INTER_LINEAR);
+      if (mask.size() != size) cv::resize(mask, mask, size, 0, 0, cv::INTER_NEAREST);
+      if (c.has_masks) pixels.add(map.ptr<float>(), mask.ptr<uint8_t>(), map.rows, map.cols);
+      const auto given = given_scores.find(s.cls + "/" + s.defect + "/" + s.id);
+      if (!o.scores_csv.empty() && given == given_scores.end())
+        throw FormatError(o.scores_csv, "no score for " + s.cls + "/" + s.defect + "/" + s.id);
+      double max_value;
+      cv::minMaxLoc(map, nullptr, &max_value);
+      image_scores.push_back(static_cast<float>(given != given_scores.end() ? given->second : max_value));
+      image_labels.push_back(s.anomalous);
+      bar.advance();
+    }
+    bar.finish();
+    ClassResult r;
+    r.name = c.name;
+    r.test_images = static_cast<int64_t>(c.test.size());
+    for (uint8_t l : image_labels) r.anomalous_images += l;
+    const ImageMetrics im = image_metrics(at::from_blob(image_scores.data(), {static_cast<int64_t>(image_scores.size())}, at::kFloat),
+                                          at::from_blob(image_labels.data(), {static_cast<int64_t>(image_labels.size())}, at::kByte));
+    r.image_auroc = im.auroc;
+    r.image_ap = im.ap;
+    r.image_f1_max = im.f1_max;
+    if (c.has_masks) {
+      const PixelMetrics pm = pixels.compute(o.fpr_limit);
+      r.pixel_auroc = pm.auroc;
+      r.pixel_ap = pm.ap;
+      r.pixel_f1_max = pm.f1_max;
+      r.pixel_pro = pm.pro;
+    } else {
+      r.pixel_auroc = r.pixel_ap = r.pixel_f1_max = r.pixel_pro = std::numeric_limits<double>::quiet_NaN();
+    }
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - class_start).count();
+    spdlog::info("{}: image AUROC {:.1f}, pixel AUROC {:.1f}, PRO {:.1f} ({:.1f} s)", c.name, 100 * r.image_auroc, 100 * r.pixel_auroc,
+                 100 * r.pixel_pro, r.seconds);
+    results.classes.push_back(r);
+  }
+  results.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return results;
+}
+
+}  // namespace anomalysd
