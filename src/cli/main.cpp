@@ -107,6 +107,8 @@ struct EvalMapsCli {
 int run_eval_maps(const EvalMapsCli& o) {
   anomalysd::RunResults results = anomalysd::evaluate_maps(o.options);
   results.versions = {{"anomalysd", anomalysd::project_version()}, {"libtorch", anomalysd::libtorch_version()}};
+  const auto parent = std::filesystem::path(o.output).parent_path();
+  if (!parent.empty()) std::filesystem::create_directories(parent);
   anomalysd::write_results(results, o.output);
   std::cout << anomalysd::results_table(results);
   spdlog::info("wrote {} (+ metrics.csv, table.md beside it)", o.output);
