@@ -10,6 +10,7 @@
 
 #include "anomalysd/io/atomic_write.h"
 #include "anomalysd/io/errors.h"
+#include "anomalysd/io/json_file.h"
 
 namespace anomalysd {
 
@@ -117,15 +118,7 @@ RunResults RunResults::from_json(const nlohmann::json& j, const std::string& whe
   }
 }
 
-RunResults RunResults::load(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw FormatError(path, "cannot open");
-  try {
-    return from_json(nlohmann::json::parse(in), path);
-  } catch (const nlohmann::json::parse_error& e) {
-    throw FormatError(path, std::string("invalid JSON (") + e.what() + ")");
-  }
-}
+RunResults RunResults::load(const std::string& path) { return from_json(read_json_file(path), path); }
 
 std::string results_csv(const RunResults& r) {
   std::ostringstream s;

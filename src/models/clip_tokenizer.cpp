@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "anomalysd/io/errors.h"
+#include "anomalysd/io/json_file.h"
 
 namespace anomalysd {
 
@@ -238,16 +239,6 @@ std::vector<std::u32string> pre_tokenize(const std::u32string& text) {
   return out;
 }
 
-nlohmann::json read_json(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw FormatError(path, "cannot open");
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw FormatError(path, std::string("invalid JSON (") + e.what() + ")");
-  }
-}
-
 // A special token is a plain string or an AddedToken object {"content": ...}.
 std::string token_content(const nlohmann::json& v) {
   if (v.is_string()) return v.get<std::string>();
@@ -269,7 +260,7 @@ ClipTokenizer ClipTokenizer::from_folder(const std::string& dir) {
 ClipTokenizer ClipTokenizer::from_files(const ClipTokenizerFiles& files) {
   ClipTokenizer tok;
   tok.source_ = files.vocab;
-  const nlohmann::json vocab = read_json(files.vocab);
+  const nlohmann::json vocab = read_json_file(files.vocab);
   if (!vocab.is_object()) throw FormatError(files.vocab, "expected an object mapping tokens to ids");
   for (const auto& [token, id] : vocab.items()) {
     if (!id.is_number_integer()) throw FormatError(files.vocab, "id of token '" + token + "' is not an integer");
@@ -300,7 +291,7 @@ ClipTokenizer ClipTokenizer::from_files(const ClipTokenizerFiles& files) {
   std::string bos = "<|startoftext|>", eos = "<|endoftext|>", unk = "<|endoftext|>", pad = "<|endoftext|>";
   for (const std::string& path : {files.tokenizer_config, files.special_tokens_map}) {
     if (path.empty()) continue;
-    const nlohmann::json cfg = read_json(path);
+    const nlohmann::json cfg = read_json_file(path);
     auto take = [&](const char* key, std::string& into) {
       if (cfg.contains(key) && !token_content(cfg[key]).empty()) into = token_content(cfg[key]);
     };

@@ -3,18 +3,12 @@
 #include <fstream>
 
 #include "anomalysd/io/errors.h"
+#include "anomalysd/io/json_file.h"
 
 namespace anomalysd {
 
 JsonConfig JsonConfig::load(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw FormatError(path, "cannot open config");
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw FormatError(path, std::string("invalid JSON (") + e.what() + ")");
-  }
+  nlohmann::json j = read_json_file(path);
   if (!j.is_object()) throw FormatError(path, "config is not a JSON object");
   return JsonConfig(std::move(j), path);
 }

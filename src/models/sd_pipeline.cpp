@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "anomalysd/io/errors.h"
+#include "anomalysd/io/json_file.h"
 
 namespace anomalysd {
 
@@ -41,14 +42,8 @@ SdPipeline load_sd_pipeline(const std::string& dir, const std::string& variant) 
   const fs::path root(dir);
   if (!fs::is_directory(root)) throw FormatError(dir, "pipeline folder not found");
   const std::string index_path = (root / "model_index.json").string();
-  std::ifstream in(index_path);
-  if (!in) throw FormatError(index_path, "cannot open (is this a diffusers pipeline folder?)");
-  nlohmann::json index;
-  try {
-    index = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw FormatError(index_path, std::string("invalid JSON (") + e.what() + ")");
-  }
+  if (!fs::is_regular_file(index_path)) throw FormatError(index_path, "not found: is this a diffusers pipeline folder?");
+  const nlohmann::json index = read_json_file(index_path);
   expect_component(index, index_path, "unet", {"UNet2DConditionModel"});
   expect_component(index, index_path, "vae", {"AutoencoderKL"});
   expect_component(index, index_path, "text_encoder", {"CLIPTextModel"});

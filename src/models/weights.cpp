@@ -9,6 +9,7 @@
 #include <torch/torch.h>
 
 #include "anomalysd/io/errors.h"
+#include "anomalysd/io/json_file.h"
 #include "anomalysd/io/safetensors.h"
 #include "anomalysd/io/tensor_io.h"
 
@@ -40,13 +41,7 @@ std::vector<std::string> find_weight_files(const std::string& dir, const std::st
 
   const fs::path index = fs::path(dir) / (stem + ".index.json");
   if (fs::is_regular_file(index)) {
-    std::ifstream in(index);
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(in);
-    } catch (const nlohmann::json::exception& e) {
-      throw FormatError(index.string(), std::string("invalid JSON (") + e.what() + ")");
-    }
+    const nlohmann::json j = read_json_file(index.string());
     if (!j.contains("weight_map") || !j["weight_map"].is_object()) throw FormatError(index.string(), "lacks 'weight_map'");
     std::set<std::string> shards;
     for (const auto& [key, file] : j["weight_map"].items()) shards.insert(file.get<std::string>());
