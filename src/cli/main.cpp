@@ -19,7 +19,7 @@
 #include "anomalysd/io/tensor_io.h"
 #include "anomalysd/metrics/eval_maps.h"
 #include "anomalysd/metrics/results.h"
-#include "anomalysd/models/components.h"
+#include "anomalysd/tools/components.h"
 #include "anomalysd/runtime.h"
 #include "anomalysd/util/logging.h"
 #include "anomalysd/version.h"

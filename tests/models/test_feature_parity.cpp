@@ -10,7 +10,7 @@
 #include "anomalysd/io/errors.h"
 #include "anomalysd/io/tensor_io.h"
 #include "anomalysd/models/alexnet_lpips.h"
-#include "anomalysd/models/components.h"
+#include "anomalysd/tools/components.h"
 #include "anomalysd/models/efficientnet.h"
 #include "models/parity.h"
 #include "test_support.h"

@@ -13,7 +13,7 @@
 #include "anomalysd/models/clip_text.h"
 #include "anomalysd/models/clip_tokenizer.h"
 #include "anomalysd/models/ddim.h"
-#include "anomalysd/models/components.h"
+#include "anomalysd/tools/components.h"
 #include "anomalysd/models/sd_pipeline.h"
 #include "anomalysd/models/unet.h"
 #include "anomalysd/models/vae.h"

@@ -1,5 +1,6 @@
-// One model component run on named input tensors — the engine of `anomalysd forward`, used to
-// check a converted checkpoint against reference outputs, and of `anomalysd bench`.
+// Tools over the library's layers: one model component run on named input tensors (the engine of
+// `anomalysd forward`, used to check a converted checkpoint against reference outputs) and the
+// benchmarks behind `anomalysd bench`. Sits above models/, anomaly/ and metrics/, below cli/.
 #pragma once
 
 #include <map>

@@ -1,4 +1,4 @@
-#include "anomalysd/models/components.h"
+#include "anomalysd/tools/components.h"
 
 #include <sys/resource.h>
 #include <unistd.h>
