@@ -80,6 +80,17 @@ LpipsOutput LpipsImpl::forward(const torch::Tensor& x0, const torch::Tensor& x1,
 }
 
 torch::Tensor LpipsImpl::distance_map(const torch::Tensor& x0, const torch::Tensor& x1, bool normalize) {
+  // At inference, pairs go through in chunks: AlexNet's first activations of 85 pairs at 512² alone
+  // take ~0.7 GiB, and the normalised features and differences several times that.
+  constexpr int64_t kChunk = 8;
+  if (!torch::GradMode::is_enabled() && x0.size(0) > kChunk) {
+    std::vector<torch::Tensor> parts;
+    for (int64_t start = 0; start < x0.size(0); start += kChunk) {
+      const int64_t n = std::min(kChunk, x0.size(0) - start);
+      parts.push_back(distance_map(x0.narrow(0, start, n), x1.narrow(0, start, n), normalize));
+    }
+    return torch::cat(parts, 0);
+  }
   const LpipsOutput o = forward(x0, x1, normalize);
   const std::vector<int64_t> size{x0.size(2), x0.size(3)};
   torch::Tensor map;

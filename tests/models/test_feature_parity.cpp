@@ -141,6 +141,15 @@ TEST(Lpips, IsDifferentiableAndZeroOnIdenticalImages) {
   EXPECT_TRUE(torch::allclose(lpips->distance_map(x, x), torch::zeros({2, 1, 48, 48})));
 }
 
+TEST(Lpips, ChunkedInferenceMatchesOneBatch) {
+  torch::manual_seed(2);
+  Lpips lpips;
+  const torch::Tensor a = torch::rand({11, 3, 40, 40}) * 2 - 1, b = torch::rand({11, 3, 40, 40}) * 2 - 1;
+  const torch::Tensor whole = lpips->distance_map(a, b).detach();  // grad mode: one batch
+  torch::NoGradGuard no_grad;                                      // inference: chunks of 8
+  EXPECT_TRUE(torch::allclose(lpips->distance_map(a, b), whole, 1e-5, 1e-6));
+}
+
 TEST(EfficientNet, TorchvisionChannelRounding) {
   // torchvision's _make_divisible at width 1.8 (B6): 32→56, 16→32, 24→40, 40→72, 80→144, 112→200, 192→344, 320→576.
   const std::vector<std::pair<int, int64_t>> expected = {{32, 56}, {16, 32}, {24, 40}, {40, 72}, {80, 144}, {112, 200}, {192, 344}, {320, 576}};
