@@ -5,6 +5,7 @@
 #
 # Needs build-device/include/nlohmann (header-only JSON) and build-device/fixtures (a copy of
 # ../shared/fixtures); `scripts/device_check.sh --prepare` makes both on the development machine.
+# `scripts/device_check.sh --bench` also times the real-size SD2-inpainting UNet and VAE on the GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,7 @@ if [ "${1:-}" = "--prepare" ]; then
   rm -rf build-device && mkdir -p build-device/include
   cp -r /usr/include/nlohmann build-device/include/
   cp -r "${ANOMALYSD_FIXTURES:-../shared/fixtures}" build-device/fixtures
+  cp -r "${ANOMALYSD_SD_CONFIGS:-../shared/sd-configs}" build-device/sd-configs
   chmod -R u+w build-device
   du -sh build-device
   exit 0
@@ -30,4 +32,6 @@ cmake -S tests/device -B build-device/build "${generator[@]}" -DCMAKE_PREFIX_PAT
   || { tail -40 "$out/configure.log"; exit 1; }
 cmake --build build-device/build --parallel "$(nproc)" > "$out/build.log" 2>&1 || { grep -E "error|Error" -A3 "$out/build.log" | head -60; exit 1; }
 echo "build: $(( $(date +%s) - start )) s"
-build-device/build/device_parity build-device/fixtures cuda | tee "$out/device_parity.txt"
+bench=()
+[ "${1:-}" = "--bench" ] && bench=(--bench build-device/sd-configs)
+build-device/build/device_parity build-device/fixtures cuda "${bench[@]}" | tee "$out/device_parity.txt"

@@ -2,10 +2,12 @@
 // off) and in float16/bfloat16 (looser, reported). Prints one line per check and a summary line
 // "N passed, N failed"; exit code 1 on any float32 failure.
 //
-//   device_parity FIXTURES_DIR [cuda|cpu]
+//   device_parity FIXTURES_DIR [cuda|cpu] [--bench SD_CONFIGS_DIR]
+// With --bench, also times the real-size SD2-inpainting UNet and VAE (random weights) on the device.
 #include <torch/torch.h>
 #include <torch/version.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -40,6 +42,50 @@ void check(const std::string& name, const torch::Tensor& got, const torch::Tenso
 }  // namespace
 
 int run(int argc, char** argv);
+
+// Median seconds of `repeats` runs after a warm-up, synchronising the device around each.
+double time_median(const std::function<void()>& f, const torch::Device& device, int repeats = 5) {
+  auto sync = [&] {
+    if (device.is_cuda()) torch::cuda::synchronize();
+  };
+  f();
+  sync();
+  std::vector<double> t;
+  for (int i = 0; i < repeats; ++i) {
+    const auto s = std::chrono::steady_clock::now();
+    f();
+    sync();
+    t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - s).count());
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+void bench(const fs::path& sd2, const torch::Device& device) {
+  torch::NoGradGuard no_grad;
+  for (auto dt : {torch::kHalf, torch::kFloat}) {
+    UNet2DConditionModel unet(UNetConfig::from_json((sd2 / "unet/config.json").string()));
+    unet->eval();
+    unet->to(device, dt);
+    for (int64_t b : {1, 4, 16}) {
+      const auto opts = torch::TensorOptions().device(device).dtype(dt);
+      const torch::Tensor x = torch::randn({b, 9, 64, 64}, opts), ctx = torch::randn({b, 77, 1024}, opts);
+      const torch::Tensor t = torch::full({b}, 981, torch::TensorOptions().device(device).dtype(torch::kLong));
+      const double s = time_median([&] { unet->forward(x, t, ctx); }, device);
+      std::printf("bench unet sd2 %-8s batch %2lld: %.4f s per forward, %.4f s per sample\n", c10::toString(dt),
+                  static_cast<long long>(b), s, s / b);
+    }
+    AutoencoderKL vae(VaeConfig::from_json((sd2 / "vae/config.json").string()));
+    vae->eval();
+    vae->to(device, dt);
+    const auto opts = torch::TensorOptions().device(device).dtype(dt);
+    const torch::Tensor image = torch::rand({1, 3, 512, 512}, opts) * 2 - 1, z = torch::randn({1, 4, 64, 64}, opts);
+    std::printf("bench vae sd2 %-8s encode 512²: %.4f s, decode: %.4f s\n", c10::toString(dt),
+                time_median([&] { vae->encode(image); }, device), time_median([&] { vae->decode(z); }, device));
+  }
+  if (device.is_cuda())
+    std::printf("bench peak CUDA memory: see nvidia-smi; device %s\n", device.str().c_str());
+}
 
 int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
@@ -152,6 +198,7 @@ int run(int argc, char** argv) {
     const torch::Tensor q = torch::randn({4096, 272}), bank = torch::randn({20000, 272});
     check("nn distance cuda vs cpu", nearest_neighbour_distance(q.to(device), bank.to(device)), nearest_neighbour_distance(q, bank), 1e-4);
   }
+  if (argc > 4 && std::string(argv[3]) == "--bench") bench(fs::path(argv[4]) / "sd2-inpainting", device);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("device parity: %.1f s\n%d passed, %d failed\n", seconds, passed, failed);
   return failed == 0 ? 0 : 1;
