@@ -13,45 +13,19 @@ the C++ loader is a lookup. `--random` converts randomly initialised models inst
 the test suite uses it to check this script's conversion against the C++ loaders.
 """
 import argparse
-import json
 import os
-import struct
 import sys
-import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fetch_models import torch_state_to_numpy, write_safetensors  # noqa: E402  (same folder)
 
 LPIPS_URL = "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/alex.pth"
 LPIPS_CHANNELS = [64, 192, 384, 256, 256]
 
 
 def save_safetensors(path, state, metadata):
-    """Minimal, dependency-free safetensors writer (torch tensors in, atomic rename out)."""
-    import torch
-    dtypes = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
-              torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
-              torch.bool: "BOOL"}
-    header, blobs, offset = {"__metadata__": metadata}, [], 0
-    for name in sorted(state):
-        t = state[name].detach().cpu().contiguous()
-        if t.dtype not in dtypes:
-            raise SystemExit(f"{name}: unsupported dtype {t.dtype}")
-        raw = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
-        header[name] = {"dtype": dtypes[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(raw)]}
-        blobs.append(raw)
-        offset += len(raw)
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * ((8 - len(text) % 8) % 8)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=os.path.basename(path) + ".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(struct.pack("<Q", len(text)) + text)
-            for raw in blobs:
-                out.write(raw)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """torch state dict -> safetensors, with fetch_models.py's dependency-free writer."""
+    write_safetensors(path, torch_state_to_numpy(state), metadata)
     print(f"wrote {path} ({len(state)} tensors)")
 
 

@@ -39,7 +39,7 @@ def write_safetensors(path, tensors, metadata=None):
     for name in sorted(tensors):
         value = tensors[name]
         array, dtype = value if isinstance(value, tuple) else (value, ST_DTYPES[str(value.dtype)])
-        data = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes(order="C")
+        data = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes(order="C")  # 0-d and empty arrays too
         header[name] = {"dtype": dtype, "shape": list(array.shape), "data_offsets": [offset, offset + len(data)]}
         blobs.append(data)
         offset += len(data)
