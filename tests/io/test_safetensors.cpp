@@ -1,5 +1,7 @@
 // safetensors reader/writer: round trips for every dtype, every malformed-header case, the
 // crash-safe writer, and files written by the independent Python writer of ../shared/fixtures.
+#include <random>
+
 #include <torch/torch.h>
 
 #include <gtest/gtest.h>
@@ -166,6 +168,42 @@ TEST(Safetensors, TruncatedCopyOfValidFileIsRejected) {
     test::write_bytes(path, bytes.substr(0, cut));
     EXPECT_THROW(SafetensorsFile::open(path), FormatError);
   }
+}
+
+TEST(Safetensors, RandomCorruptionIsRejectedOrReadSafely) {
+  // Mutated copies of a valid file must either open and read within bounds or throw FormatError:
+  // never crash, never read past the mapping.
+  TempDir dir;
+  const std::string good = dir.file("good.safetensors");
+  save_safetensors(good, NamedTensors{{"a", torch::arange(6, torch::kFloat)}, {"b", torch::ones({2, 2}, torch::kHalf)}, {"c", torch::tensor(7, torch::kLong)}},
+                   {{"format", "pt"}});
+  const std::string bytes = test::read_bytes(good);
+  std::mt19937 rng(1234);
+  int opened = 0, rejected = 0;
+  for (int trial = 0; trial < 3000; ++trial) {
+    std::string mutated = bytes;
+    const int edits = 1 + static_cast<int>(rng() % 4);
+    for (int e = 0; e < edits; ++e) {
+      const std::size_t pos = rng() % mutated.size();
+      switch (rng() % 3) {
+        case 0: mutated[pos] = static_cast<char>(rng() % 256); break;                  // flip a byte
+        case 1: mutated.resize(pos); break;                                              // truncate
+        default: mutated.insert(pos, 1, static_cast<char>("{}[],:\"0123456789"[rng() % 17])); break;  // insert JSON-ish
+      }
+      if (mutated.empty()) break;
+    }
+    const std::string path = dir.file("mutated.safetensors");
+    test::write_bytes(path, mutated);
+    try {
+      const auto file = SafetensorsFile::open(path);
+      for (const auto& t : file.tensors()) load_tensor(file, t.name);
+      ++opened;
+    } catch (const FormatError&) {
+      ++rejected;
+    }
+  }
+  EXPECT_GT(rejected, 2000);  // most mutations break the header
+  EXPECT_GT(opened, 0);       // some only touch tensor data
 }
 
 TEST(Safetensors, FailedWriteKeepsPreviousFileAndLeavesNoTemp) {
