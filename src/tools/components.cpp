@@ -163,7 +163,7 @@ BenchFigures bench_eval_maps(int64_t images, int64_t size, int64_t repeats) {
   for (int64_t i = 0; i < images; ++i) {
     const bool anomalous = i % 10 < 3;
     const std::string defect = anomalous ? "defect" : "good";
-    char id[16];
+    char id[24];
     std::snprintf(id, sizeof id, "%03lld", static_cast<long long>(i));
     fs::create_directories(cls / "test" / defect);
     cv::imwrite((cls / "test" / defect / (std::string(id) + ".png")).string(), image);

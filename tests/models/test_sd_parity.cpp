@@ -124,10 +124,12 @@ TEST(ClipTextParity, BothActivationsBothPaddings) {
       const std::string prefix = act + "." + ids + ".";
       EXPECT_TRUE(close_to_reference(out.last_hidden_state, io.at(prefix + "last_hidden_state"), prefix + "last_hidden_state"));
       EXPECT_TRUE(close_to_reference(out.pooler_output, io.at(prefix + "pooler_output"), prefix + "pooler_output"));
-      if (ids == "sd1")
-        for (int i = 0; i < 3; ++i)
+      if (ids == "sd1") {
+        for (int i = 0; i < 3; ++i) {
           EXPECT_TRUE(close_to_reference(out.hidden_states.at(i), io.at(prefix + "hidden_states." + std::to_string(i)),
                                          prefix + "hidden_states." + std::to_string(i)));
+        }
+      }
     }
   }
 }
