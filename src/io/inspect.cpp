@@ -8,12 +8,6 @@ namespace anomalysd {
 
 namespace {
 
-std::string shape_text(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
 std::string human_bytes(uint64_t bytes) {
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
   double v = static_cast<double>(bytes);
@@ -33,7 +27,7 @@ std::string inspect_table(const SafetensorsFile& file) {
   std::size_t name_w = 4, shape_w = 5;
   for (const auto& t : file.tensors()) {
     name_w = std::max(name_w, t.name.size());
-    shape_w = std::max(shape_w, shape_text(t.shape).size());
+    shape_w = std::max(shape_w, format_shape(t.shape).size());
   }
   std::ostringstream s;
   s << file.path() << ": " << file.tensors().size() << " tensors, " << human_bytes(file.file_size()) << "\n";
@@ -44,7 +38,7 @@ std::string inspect_table(const SafetensorsFile& file) {
   int64_t total_elements = 0;
   for (const auto& t : file.tensors()) {
     std::snprintf(line, sizeof line, "%-5s", dtype_name(t.dtype));
-    s << pad(t.name, name_w) << "  " << line << "  " << pad(shape_text(t.shape), shape_w) << "  " << t.nbytes() << "\n";
+    s << pad(t.name, name_w) << "  " << line << "  " << pad(format_shape(t.shape), shape_w) << "  " << t.nbytes() << "\n";
     total_bytes += t.nbytes();
     total_elements += t.numel();
   }

@@ -47,13 +47,13 @@ const DtypeEntry& entry(StDtype dtype) {
   throw std::logic_error("unhandled StDtype");
 }
 
-std::string shape_text(const std::vector<int64_t>& shape) {
+}  // namespace
+
+std::string format_shape(const std::vector<int64_t>& shape) {
   std::string s = "[";
   for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
   return s + "]";
 }
-
-}  // namespace
 
 const char* dtype_name(StDtype dtype) { return entry(dtype).name; }
 std::size_t dtype_size(StDtype dtype) { return entry(dtype).size; }
@@ -128,7 +128,7 @@ TensorInfo parse_tensor_entry(const std::string& path, const std::string& name, 
          " bytes): the file is truncated or the header is corrupt");
   const uint64_t expected = numel * dtype_size(info.dtype);
   if (info.nbytes() != expected)
-    throw error("shape " + shape_text(info.shape) + " of " + dtype_name(info.dtype) + " needs " + std::to_string(expected) +
+    throw error("shape " + format_shape(info.shape) + " of " + dtype_name(info.dtype) + " needs " + std::to_string(expected) +
          " bytes but data_offsets " + offsets.dump() + " hold " + std::to_string(info.nbytes()));
   return info;
 }

@@ -17,12 +17,6 @@ namespace anomalysd {
 
 namespace {
 
-std::string shape_text(c10::IntArrayRef shape) {
-  std::string s = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
 std::string join_some(const std::vector<std::string>& names, std::size_t limit = 8) {
   std::string s;
   for (std::size_t i = 0; i < names.size() && i < limit; ++i) s += (i ? ", " : "") + ("'" + names[i] + "'");
@@ -86,8 +80,8 @@ void load_weights(torch::nn::Module& module, const std::vector<std::string>& fil
       if (source.dim() == 4 && target.dim() == 2 && source.size(2) == 1 && source.size(3) == 1)
         source = source.flatten(1);
       if (source.sizes() != target.sizes())
-        throw FormatError(path, "'" + info.name + "': expected " + shape_text(target.sizes()) + ", got " +
-                                    shape_text(source.sizes()));
+        throw FormatError(path, "'" + info.name + "': expected " + format_shape(target.sizes().vec()) + ", got " +
+                                    format_shape(source.sizes().vec()));
       target.copy_(source);
     }
   }

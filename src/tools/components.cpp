@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <numeric>
 #include <filesystem>
 
@@ -142,6 +143,20 @@ double peak_rss_gib() {
   return static_cast<double>(usage.ru_maxrss) / (1024.0 * 1024.0);  // ru_maxrss is in KiB on Linux
 }
 
+// Times `repeats` runs of `run` into `f`: each run's seconds, their median and the peak RSS so far.
+void time_runs(BenchFigures& f, const std::function<void()>& run, int64_t repeats) {
+  for (int64_t i = 0; i < repeats; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    run();
+    f.seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    spdlog::info("bench {}: run {}/{}: {:.2f} s", f.what, i + 1, repeats, f.seconds.back());
+  }
+  std::vector<double> sorted = f.seconds;
+  std::sort(sorted.begin(), sorted.end());
+  f.median_s = sorted.empty() ? 0 : sorted[sorted.size() / 2];
+  f.peak_rss_gib = peak_rss_gib();
+}
+
 // A synthetic class of `images` test images at size², ~30% anomalous with three rectangular regions
 // each, maps = mask + noise, written in the MVTec layout; then eval-maps on it.
 BenchFigures bench_eval_maps(int64_t images, int64_t size, int64_t repeats) {
@@ -192,15 +207,7 @@ BenchFigures bench_eval_maps(int64_t images, int64_t size, int64_t repeats) {
   f.what = "eval-maps";
   f.batch = images;
   spdlog::info("bench eval-maps: {} test images at {}x{}", images, size, size);
-  for (int64_t i = 0; i < repeats; ++i) {
-    const auto start = std::chrono::steady_clock::now();
-    evaluate_maps(o);
-    f.seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  }
-  std::vector<double> sorted = f.seconds;
-  std::sort(sorted.begin(), sorted.end());
-  f.median_s = sorted.empty() ? 0 : sorted[sorted.size() / 2];
-  f.peak_rss_gib = peak_rss_gib();
+  time_runs(f, [&] { evaluate_maps(o); }, repeats);
   return f;
 }
 
@@ -268,16 +275,7 @@ BenchFigures bench_component(const std::string& component, const std::string& co
   for (const auto& p : module->parameters()) f.parameters += p.numel();
   spdlog::info("bench {}: {:.1f} M parameters, batch {}, {} threads", component, f.parameters / 1e6, batch, at::get_num_threads());
   run();  // warm-up: first-touch allocations, OpenBLAS thread start
-  for (int64_t i = 0; i < repeats; ++i) {
-    const auto start = std::chrono::steady_clock::now();
-    run();
-    f.seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-    spdlog::info("bench {}: run {}/{}: {:.2f} s", component, i + 1, repeats, f.seconds.back());
-  }
-  std::vector<double> sorted = f.seconds;
-  std::sort(sorted.begin(), sorted.end());
-  f.median_s = sorted.empty() ? 0 : sorted[sorted.size() / 2];
-  f.peak_rss_gib = peak_rss_gib();
+  time_runs(f, [&] { run(); }, repeats);
   return f;
 }
 

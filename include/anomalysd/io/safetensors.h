@@ -21,6 +21,9 @@ const char* dtype_name(StDtype dtype);     // "F32", ...
 std::size_t dtype_size(StDtype dtype);     // bytes per element
 StDtype parse_dtype(const std::string& name);  // throws std::invalid_argument for unknown names
 
+// "[320, 9, 3, 3]", as error messages and `inspect` show shapes.
+std::string format_shape(const std::vector<int64_t>& shape);
+
 struct TensorInfo {
   std::string name;
   StDtype dtype;
