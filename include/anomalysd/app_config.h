@@ -1,7 +1,10 @@
 // The whole YAML config of an anomalysd run. Sections are added by the stages that use them;
 // any key not bound here is an error, so a typo never silently falls back to a default.
+// Torch-free: the stages convert these plain values into their own settings.
 #pragma once
 
+#include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -17,9 +20,85 @@ struct ModelConfig {
   static ModelConfig from_config(ConfigSection& section);
 };
 
+// `inference:` — the method at test time (paper §4.2–4.3, §5.1).
+struct InferenceConfig {
+  int64_t steps = 50;                           // DDIM steps of the full schedule
+  double strength = 0.4;                        // λ: denoising starts at λ·T
+  std::map<std::string, double> class_strength; // per-class λ, overriding `strength`
+  double guidance_scale = 1.0;                  // classifier-free guidance; 1 = none (half the UNet calls)
+  std::string negative_prompt;                  // used only when guidance_scale > 1
+  std::vector<int64_t> scales{1, 2, 4, 8};      // k of the k×k mask grids
+  bool multiscale = true;                       // S_ms (eq. 18–19)
+  bool prototype_mask = true;                   // S_pg (eq. 12–15, 20); needs shots
+  double alpha = 0.1;                           // eq. (21)
+  double blur_sigma = 4.0;                      // Gaussian σ in pixels at the model resolution; 0 = none
+  int64_t mask_batch = 8;                       // masks per UNet call
+  std::string mask_packing = "none";            // none | grid2x2
+  bool save_inpainted = false;                  // infer: write the inpainted images per scale
+
+  double strength_for(const std::string& cls) const;
+  static InferenceConfig from_config(ConfigSection& section);
+};
+
+// `features:` — the frozen feature networks (weights from scripts/convert_torchvision_weights.py).
+struct FeaturesConfig {
+  std::string efficientnet = "models/efficientnet_b6.safetensors";
+  std::string alexnet = "models/alexnet.safetensors";
+  std::string lpips = "models/lpips_alex_v0.1.safetensors";
+  int64_t efficientnet_variant = 6;              // B0..B7; the paper uses B6
+  std::vector<int64_t> taps{3, 5};               // EfficientNet stages for ψ (eq. 12)
+  std::vector<double> rotations{0, 90, 180, 270};  // bank augmentation (eq. 13)
+
+  static FeaturesConfig from_config(ConfigSection& section);
+};
+
+// `train.augment:` — §5.1's augmentations of the few shots.
+struct AugmentConfig {
+  double brightness = 0.1;            // ± additive, images in [0, 1]
+  double contrast = 0.1;              // ± relative
+  std::vector<double> scale{0.9, 1.1};  // [min, max] zoom
+  double rotation = 10.0;             // ± degrees
+  double probability = 0.8;           // chance that a sample is augmented at all
+
+  static AugmentConfig from_config(ConfigSection& section);
+};
+
+// `train:` — fine-tuning (§4.1, §5.1).
+struct TrainConfig {
+  std::string parts = "both";        // none | decoder | unet | both (Table 3)
+  int64_t unet_steps = 4000;         // optimizer steps of the UNet stage
+  int64_t decoder_steps = 200;       // optimizer steps of the decoder stage
+  int64_t unet_epochs = 0;           // > 0: overrides unet_steps (epochs over the shots)
+  int64_t decoder_epochs = 0;        // > 0: overrides decoder_steps
+  int64_t batch_size = 8;
+  int64_t grad_accumulation = 1;
+  double lr = 1e-4;
+  double grad_clip = 1.0;            // max global gradient norm; 0 = off
+  double ema_decay = 0.0;            // 0 = off; e.g. 0.999
+  bool gradient_checkpointing = false;
+  std::string mixed_precision = "no";  // no | fp16 | bf16 (CUDA autocast)
+  double decoder_lpips_weight = 0.1;   // β of eq. (9)
+  std::string mask = "iou";            // iou (IoU(m_r, m_f) > γ) | random (Table 4's ablation)
+  std::vector<double> iou_thresholds{0.0, 0.2, 0.5};  // γ, drawn with equal probability
+  std::string prompt = "hierarchical";  // hierarchical | simple ("A photo of [c].") | none
+  std::string foreground = "auto";      // auto (per class from the prompts file, else object) | object | texture
+  int64_t save_every = 500;             // steps between checkpoints (0 = only at the end)
+  int64_t keep = 2;                     // checkpoints kept
+  int64_t log_every = 10;               // steps between log lines (train_log.csv gets every step)
+  AugmentConfig augment;
+
+  static TrainConfig from_config(ConfigSection& section);
+};
+
 struct AppConfig {
   RuntimeConfig runtime;  // top-level keys: device, dtype, seed, threads
   ModelConfig model;
+  int64_t resolution = 512;           // model input side: every image is resized to resolution²
+  std::vector<std::string> prompts;   // prompt files (prompts/*.yaml); none = "A perfect [c]." only
+  InferenceConfig inference;
+  FeaturesConfig features;
+  TrainConfig train;
+  std::string source;                 // the config file, or "" for the embedded default
 
   static AppConfig from_source(const ConfigSource& source);
   std::string to_yaml() const;  // the resolved config, every key with its value
@@ -30,5 +109,10 @@ const std::string& embedded_default_config();
 
 // Loads `path` (the embedded default when empty), applies `--set` overrides, binds and validates.
 AppConfig load_app_config(const std::string& path, const std::vector<std::string>& overrides = {});
+
+// A file named in the config (prompts, weights): as given if it exists (relative to the working
+// directory), else relative to the config file's folder and its parent (so configs/x.yaml can name
+// prompts/x.yaml). Returns the path as given when none exists: the reader's error then names it.
+std::string resolve_config_path(const AppConfig& config, const std::string& path);
 
 }  // namespace anomalysd

@@ -88,6 +88,14 @@ torch::Tensor prototype_error_map(const torch::Tensor& features, const torch::Te
   return nearest_neighbour_distance(features[0].reshape({c, h * w}).t().contiguous(), bank).view({h, w});
 }
 
+torch::Tensor prototype_error(EfficientNet& net, const torch::Tensor& image, const torch::Tensor& bank,
+                              const PrototypeOptions& options) {
+  torch::NoGradGuard no_grad;
+  const torch::Tensor w = net->parameters().front();
+  const torch::Tensor features = prototype_features(net, image.to(w.device(), w.scalar_type()), options);
+  return prototype_error_map(features, bank.to(w.device(), w.scalar_type())).to(torch::kCPU, torch::kFloat);
+}
+
 double variance_split_threshold(const torch::Tensor& values) {
   const torch::Tensor sorted = std::get<0>(values.detach().flatten().to(torch::kCPU, torch::kDouble).sort());
   const int64_t n = sorted.numel();

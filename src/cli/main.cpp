@@ -12,6 +12,7 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include "anomalysd/app/infer.h"
 #include "anomalysd/app_config.h"
 #include "anomalysd/io/errors.h"
 #include "anomalysd/io/inspect.h"
@@ -28,6 +29,7 @@ namespace {
 
 constexpr int kExitFailure = 1;
 constexpr int kExitBadInput = 2;
+constexpr int kExitSomeFilesFailed = 3;  // infer: some images could not be read (the rest were written)
 
 struct InspectOptions {
   std::string file;
@@ -99,6 +101,22 @@ int run_bench(const BenchOptions& o) {
   return 0;
 }
 
+int run_infer_cli(const anomalysd::InferOptions& o) {
+  const anomalysd::InferSummary s = anomalysd::run_infer(o);
+  std::printf("images: %lld scored, %lld failed\n", static_cast<long long>(s.images), static_cast<long long>(s.failures));
+  for (const auto& f : s.failed) std::printf("  failed: %s\n", f.c_str());
+  std::printf("time: %.1f s, %.2f s per image; masks per image: %lld; UNet calls per image: %.1f\n", s.seconds, s.seconds_per_image,
+              static_cast<long long>(s.masks_per_image), s.unet_calls_per_image);
+  std::printf("wrote %s/{maps/*.tiff, overlays/*.png, scores.csv, scores.json}\n", s.output.c_str());
+  return s.failures > 0 ? kExitSomeFilesFailed : 0;
+}
+
+struct InitWeightsCli {
+  std::string arch;
+  uint64_t seed = 0;
+  std::string output;
+};
+
 struct EvalMapsCli {
   anomalysd::EvalMapsOptions options;
   std::string output;
@@ -159,7 +177,7 @@ int main(int argc, char** argv) {
   ForwardOptions forward;
   CLI::App* forward_cmd = app.add_subcommand("forward", "Run one model component on named input tensors (checks converted checkpoints)");
   forward_cmd->add_option("--component", forward.request.component,
-                          "unet | vae-encode | vae-decode | text-encoder | tokenizer | efficientnet | alexnet | lpips")
+                          "unet | vae-encode | vae-decode | text-encoder | tokenizer | efficientnet | alexnet | lpips | inpaint")
       ->required()
       ->check(CLI::IsMember(anomalysd::forward_components()));
   forward_cmd->add_option("--model", forward.request.model_dir, "The component's folder (config.json + weights), or the tokenizer folder");
@@ -171,6 +189,28 @@ int main(int argc, char** argv) {
   forward_cmd->add_option("--text", forward.request.texts, "Prompt for the tokenizer (repeatable)");
   forward_cmd->add_option("--weights", forward.request.weights, "efficientnet / alexnet / lpips: torchvision-named weights");
   forward_cmd->add_option("--lpips-weights", forward.request.lpips_weights, "lpips: the lin layers' weights");
+  forward_cmd->add_option("--negative-text", forward.request.negative_text, "inpaint: negative prompt (used when --guidance-scale > 1)");
+  forward_cmd->add_option("--strength", forward.request.strength, "inpaint: noise strength lambda in [0, 1]")->capture_default_str();
+  forward_cmd->add_option("--steps", forward.request.steps, "inpaint: DDIM steps of the full schedule")->capture_default_str();
+  forward_cmd->add_option("--guidance-scale", forward.request.guidance_scale, "inpaint: classifier-free guidance (1 = off)")->capture_default_str();
+
+  anomalysd::InferOptions infer;
+  CLI::App* infer_cmd = app.add_subcommand("infer", "Anomaly maps and scores for a folder of images of one class");
+  infer_cmd->add_option("--config", infer.config, "YAML config (default: the embedded default)");
+  infer_cmd->add_option("--model", infer.model, "Inpainting pipeline folder (overrides model.path)");
+  infer_cmd->add_option("--input", infer.input, "Image file or folder of images")->required();
+  infer_cmd->add_option("--class", infer.cls, "Class name: selects the prompts and lambda")->required();
+  infer_cmd->add_option("--shots", infer.shots, "Folder (or file) of normal images of the class; none = 0-shot");
+  infer_cmd->add_option("--output", infer.output, "Output folder")->required();
+  infer_cmd->add_option("--threshold", infer.threshold, "Label images whose score reaches it as anomalous");
+  infer_cmd->add_flag("--overwrite", infer.overwrite, "Write into an existing output folder");
+  infer_cmd->add_option("--set", infer.overrides, "Override a config key: --set a.b.c=value (repeatable)");
+
+  InitWeightsCli init_weights;
+  CLI::App* init_cmd = app.add_subcommand("init-weights", "Write seeded random feature-network weights (tests, demos without downloads)");
+  init_cmd->add_option("--arch", init_weights.arch, "efficientnet_b6 (or _b0.._b7) | alexnet | lpips")->required();
+  init_cmd->add_option("--seed", init_weights.seed, "Random seed")->capture_default_str();
+  init_cmd->add_option("--output", init_weights.output, "FILE.safetensors")->required();
 
   BenchOptions bench;
   CLI::App* bench_cmd = app.add_subcommand("bench", "Time a real-size component built from its config.json with random weights (CPU)");
@@ -219,6 +259,11 @@ int main(int argc, char** argv) {
     if (config_cmd->parsed()) return run_config(config);
     if (forward_cmd->parsed()) return run_forward(forward);
     if (bench_cmd->parsed()) return run_bench(bench);
+    if (infer_cmd->parsed()) return run_infer_cli(infer);
+    if (init_cmd->parsed()) {
+      anomalysd::init_feature_weights(init_weights.arch, init_weights.seed, init_weights.output);
+      return 0;
+    }
     if (eval_maps_cmd->parsed()) return run_eval_maps(eval_maps);
     if (merge_cmd->parsed()) return run_merge(merge);
     std::cout << app.help();

@@ -1,10 +1,12 @@
 #include "anomalysd/data/image_io.h"
 
 #include <fstream>
+#include <vector>
 
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include "anomalysd/io/atomic_write.h"
 #include "anomalysd/io/errors.h"
 
 namespace anomalysd {
@@ -14,9 +16,28 @@ namespace {
 cv::Mat read_or_throw(const std::string& path, int flags, const char* what) {
   std::ifstream probe(path, std::ios::binary);
   if (!probe) throw FormatError(path, std::string("cannot open ") + what);
-  cv::Mat m = cv::imread(path, flags);
+  probe.seekg(0, std::ios::end);
+  if (probe.tellg() <= 0) throw FormatError(path, std::string("cannot decode ") + what + ": the file is empty");
+  cv::Mat m;
+  try {
+    m = cv::imread(path, flags);
+  } catch (const cv::Exception& e) {
+    throw FormatError(path, std::string("cannot decode ") + what + " (" + e.err + ")");
+  }
   if (m.empty()) throw FormatError(path, std::string("cannot decode ") + what + " (corrupt or unsupported format)");
   return m;
+}
+
+void write_encoded(const std::string& path, const char* ext, const cv::Mat& image, const std::vector<int>& params = {}) {
+  std::vector<uchar> bytes;
+  bool ok = false;
+  try {
+    ok = cv::imencode(ext, image, bytes, params);
+  } catch (const cv::Exception& e) {
+    throw FormatError(path, std::string("cannot encode the image (") + e.err + ")");
+  }
+  if (!ok) throw FormatError(path, "cannot encode the image");
+  write_file_atomically(path, std::string(bytes.begin(), bytes.end()));
 }
 
 }  // namespace
@@ -69,6 +90,80 @@ cv::Mat read_rgb(const std::string& path) {
   cv::Mat rgb;
   cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
   return rgb;
+}
+
+cv::Mat read_rgb_float(const std::string& path) {
+  // Refuse huge images from the header, before the decoder allocates them.
+  const auto [h, w] = read_image_size(path);
+  if (h <= 0 || w <= 0) throw FormatError(path, "image has no pixels");
+  if (int64_t(h) * w > kMaxImagePixels)
+    throw FormatError(path, "image is " + std::to_string(w) + "x" + std::to_string(h) + ", larger than the " +
+                                std::to_string(kMaxImagePixels) + " pixels anomalysd reads");
+  const cv::Mat raw = read_or_throw(path, cv::IMREAD_UNCHANGED, "image");
+  cv::Mat bgr;
+  switch (raw.channels()) {
+    case 1: cv::cvtColor(raw, bgr, cv::COLOR_GRAY2BGR); break;
+    case 3: bgr = raw; break;
+    case 4: cv::cvtColor(raw, bgr, cv::COLOR_BGRA2BGR); break;
+    default: throw FormatError(path, "image has " + std::to_string(raw.channels()) + " channels (1, 3 or 4 expected)");
+  }
+  double scale = 1.0;
+  switch (bgr.depth()) {
+    case CV_8U: scale = 1.0 / 255.0; break;
+    case CV_16U: scale = 1.0 / 65535.0; break;
+    case CV_32F: case CV_64F: scale = 1.0; break;
+    default: throw FormatError(path, "unsupported pixel depth (8-bit, 16-bit or float expected)");
+  }
+  cv::Mat f;
+  bgr.convertTo(f, CV_32F, scale);
+  if (!cv::checkRange(f)) throw FormatError(path, "image holds NaN or Inf");
+  if (bgr.depth() == CV_32F || bgr.depth() == CV_64F) f = cv::min(cv::max(f, 0.0), 1.0);
+  cv::Mat rgb;
+  cv::cvtColor(f, rgb, cv::COLOR_BGR2RGB);
+  return rgb;
+}
+
+void write_map_tiff(const std::string& path, const cv::Mat& map) {
+  if (map.channels() != 1) throw ShapeError(path + ": an anomaly map has one channel");
+  cv::Mat f;
+  map.convertTo(f, CV_32F);
+  write_encoded(path, ".tiff", f);
+}
+
+void write_png(const std::string& path, const cv::Mat& image, bool rgb) {
+  cv::Mat out = image;
+  if (rgb && image.channels() == 3) cv::cvtColor(image, out, cv::COLOR_RGB2BGR);
+  write_encoded(path, ".png", out);
+}
+
+cv::Mat heatmap(const cv::Mat& map, double lo, double hi) {
+  cv::Mat scaled;
+  const double range = hi > lo ? hi - lo : 1.0;
+  map.convertTo(scaled, CV_8U, 255.0 / range, -lo * 255.0 / range);  // saturates outside [lo, hi]
+  cv::Mat bgr, rgb;
+  cv::applyColorMap(scaled, bgr, cv::COLORMAP_JET);
+  cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
+  return rgb;
+}
+
+cv::Mat heatmap_overlay(const cv::Mat& rgb8, const cv::Mat& map, double lo, double hi, double weight) {
+  cv::Mat resized = map;
+  if (map.size() != rgb8.size()) cv::resize(map, resized, rgb8.size(), 0, 0, cv::INTER_LINEAR);
+  cv::Mat blended;
+  cv::addWeighted(rgb8, 1.0 - weight, heatmap(resized, lo, hi), weight, 0.0, blended);
+  return blended;
+}
+
+uint64_t pixel_hash(const cv::Mat& image) {
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&](const unsigned char* p, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  };
+  const int dims[3] = {image.rows, image.cols, image.type()};
+  mix(reinterpret_cast<const unsigned char*>(dims), sizeof dims);
+  const std::size_t row_bytes = image.cols * image.elemSize();
+  for (int r = 0; r < image.rows; ++r) mix(image.ptr<unsigned char>(r), row_bytes);
+  return h;
 }
 
 }  // namespace anomalysd

@@ -256,6 +256,32 @@ std::vector<std::string> ConfigSection::get_string_list(const std::string& key,
                                 [&](const YAML::Node& item) { return convert<std::string>(item, key, "a list of strings"); });
 }
 
+std::map<std::string, double> ConfigSection::get_double_map(const std::string& key, double min, double max) {
+  const YAML::Node n = value_node(key);
+  std::map<std::string, double> out;
+  if (!n.IsDefined() || n.IsNull()) return out;
+  if (!n.IsMap()) throw error(key, "key '" + full_key(key) + "' must be a mapping of names to numbers, got " + scalar_text(n));
+  for (auto it = n.begin(); it != n.end(); ++it) {
+    const std::string name = it->first.Scalar();
+    const std::string item_key = full_key(key) + "." + name;
+    const std::string loc = it->second.Mark().is_null() ? where(key) : mark_text(source_->name, it->second.Mark());
+    double v = 0;
+    try {
+      if (!it->second.IsScalar()) throw YAML::Exception(YAML::Mark::null_mark(), "");
+      v = it->second.as<double>();
+    } catch (const YAML::Exception&) {
+      throw ConfigError(loc, item_key,
+                        "key '" + item_key + "' must be a number, got " + scalar_text(it->second));
+    }
+    if (!std::isfinite(v) || v < min || v > max)
+ throw ConfigError(loc, item_key,
+                        "key '" + item_key + "' = " + number_text(v) + " is out of range [" + number_text(min) + ", " +
+                            number_text(max) + "]");
+    out[name] = v;
+  }
+  return out;
+}
+
 ConfigSection ConfigSection::section(const std::string& key) {
   YAML::Node n = value_node(key);
   if (!n.IsDefined() || n.IsNull()) return ConfigSection(*source_, YAML::Node(YAML::NodeType::Map), full_key(key));

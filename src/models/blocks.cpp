@@ -115,8 +115,19 @@ AttentionImpl::AttentionImpl(const AttentionOptions& o) : options(o) {
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& context) {
   const torch::Tensor& ctx = context.defined() ? context : x;
   const int64_t b = x.size(0), heads = options.heads, d = options.head_dim;
-  auto split_heads = [&](const torch::Tensor& t) { return t.view({b, -1, heads, d}).transpose(1, 2); };  // [B, h, L, D]
-  const torch::Tensor q = split_heads(linear(to_q, x)), k = split_heads(linear(to_k, ctx)), v = split_heads(linear(to_v, ctx));
+  auto split_heads = [&](const torch::Tensor& t) { return t.view({t.size(0), -1, heads, d}).transpose(1, 2); };  // [B, h, L, D]
+  const torch::Tensor q = split_heads(linear(to_q, x));
+  torch::Tensor k, v;
+  if (context.defined() && ctx.size(0) > 1 && ctx.stride(0) == 0) {
+    // One text embedding broadcast over a batch (every inpainting mask shares the prompt):
+    // project it once and broadcast K and V, instead of B identical projections.
+    const torch::Tensor one = ctx.narrow(0, 0, 1);
+    k = split_heads(linear(to_k, one)).expand({b, -1, -1, -1});
+    v = split_heads(linear(to_v, one)).expand({b, -1, -1, -1});
+  } else {
+    k = split_heads(linear(to_k, ctx));
+    v = split_heads(linear(to_v, ctx));
+  }
   const torch::Tensor out = scaled_dot_product_attention(q, k, v, options.upcast)
                                 .transpose(1, 2)
                                 .reshape({b, -1, heads * d});  // [B, L, h·D]

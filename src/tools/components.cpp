@@ -15,12 +15,15 @@
 #include <torch/torch.h>
 
 #include "anomalysd/io/errors.h"
+#include "anomalysd/io/tensor_io.h"
 #include "anomalysd/metrics/eval_maps.h"
+#include "anomalysd/anomaly/inpaint.h"
 #include "anomalysd/anomaly/prototype.h"
 #include "anomalysd/models/alexnet_lpips.h"
 #include "anomalysd/models/clip_text.h"
 #include "anomalysd/models/efficientnet.h"
 #include "anomalysd/models/clip_tokenizer.h"
+#include "anomalysd/models/sd_pipeline.h"
 #include "anomalysd/models/unet.h"
 #include "anomalysd/models/vae.h"
 #include "anomalysd/runtime.h"
@@ -28,8 +31,8 @@
 namespace anomalysd {
 
 const std::vector<std::string>& forward_components() {
-  static const std::vector<std::string> names = {"unet",      "vae-encode", "vae-decode", "text-encoder",
-                                                 "tokenizer", "efficientnet", "alexnet",   "lpips"};
+  static const std::vector<std::string> names = {"unet",      "vae-encode",   "vae-decode", "text-encoder", "tokenizer",
+                                                 "efficientnet", "alexnet", "lpips",      "inpaint"};
   return names;
 }
 
@@ -79,14 +82,47 @@ std::map<std::string, torch::Tensor> run_forward(const ForwardRequest& r, const 
   }
 
   const bool needs_model_dir = r.component == "unet" || r.component == "vae-encode" || r.component == "vae-decode" ||
-                               r.component == "text-encoder";
+                               r.component == "text-encoder" || r.component == "inpaint";
   if (needs_model_dir) require_weights(r.model_dir, "--model DIR");
   RuntimeConfig rc;
   rc.device = r.device;
   rc.dtype = r.dtype;
   const Runtime rt = apply_runtime(rc);
   torch::NoGradGuard no_grad;
-  if (r.component == "unet") {
+  if (r.component == "inpaint") {
+    SdPipeline pipe = load_sd_pipeline(r.model_dir, r.variant);
+    pipe.to(rt.device, rt.dtype);
+    if (r.texts.size() != 1) throw InputError("inpaint: give exactly one --text (the prompt)");
+    const torch::Tensor image = as_float_input(input(inputs, "image", r.component), torch::kCPU, torch::kFloat, "image");
+    const torch::Tensor mask = as_float_input(input(inputs, "mask", r.component), torch::kCPU, torch::kFloat, "mask");
+    const torch::Tensor noise = as_float_input(input(inputs, "noise", r.component), torch::kCPU, torch::kFloat, "noise");
+    const int64_t b = image.size(0);
+    if (image.dim() != 4 || image.size(1) != 3) throw ShapeError("inpaint: 'image' must be [B, 3, H, W]");
+    if (mask.dim() != 4 || mask.size(0) != b || mask.size(1) != 1 || mask.size(2) != image.size(2) || mask.size(3) != image.size(3))
+      throw ShapeError("inpaint: 'mask' must be [B, 1, H, W] like 'image'");
+    const int64_t f = vae_scale_factor(pipe);
+    check_inpaint_size(pipe, image.size(2), image.size(3));
+    if (noise.dim() != 4 || noise.size(0) != b || noise.size(1) != pipe.unet->config.out_channels || noise.size(2) != image.size(2) / f ||
+        noise.size(3) != image.size(3) / f)
+      throw ShapeError("inpaint: 'noise' must be [B, " + std::to_string(pipe.unet->config.out_channels) + ", H/" + std::to_string(f) +
+                       ", W/" + std::to_string(f) + "]");
+    PromptConditioning conditioning;
+    conditioning.cond = encode_prompts(pipe, {r.texts[0]});
+    if (r.guidance_scale > 1.0) conditioning.uncond = encode_prompts(pipe, {r.negative_text});
+    InpaintSettings settings;
+    settings.strength = r.strength;
+    settings.steps = r.steps;
+    settings.guidance_scale = r.guidance_scale;
+    std::vector<torch::Tensor> latents, images;
+    for (int64_t i = 0; i < b; ++i) {
+      const torch::Tensor x = image.narrow(0, i, 1).to(rt.device, rt.dtype);
+      const InpaintResult res = inpaint(pipe, x, encode_latents(pipe, x), mask.narrow(0, i, 1), noise.narrow(0, i, 1), conditioning, settings);
+      latents.push_back(res.latents);
+      images.push_back(res.images);
+    }
+    out["latents"] = output(torch::cat(latents, 0));
+    out["inpainted"] = output(torch::cat(images, 0));
+  } else if (r.component == "unet") {
     UNet2DConditionModel unet = load_unet(r.model_dir, r.variant);
     unet->to(rt.device, rt.dtype);
     const torch::Tensor sample = as_float_input(input(inputs, "sample", r.component), rt.device, rt.dtype, "sample");
@@ -135,6 +171,48 @@ std::map<std::string, torch::Tensor> run_forward(const ForwardRequest& r, const 
     out["pooler_output"] = output(o.pooler_output);
   }
   return out;
+}
+
+void init_feature_weights(const std::string& arch, uint64_t seed, const std::string& output) {
+  torch::manual_seed(seed);
+  NamedTensors tensors;
+  auto collect = [&](torch::nn::Module& m) {
+    for (const auto& p : m.named_parameters(true)) tensors.emplace_back(p.key(), p.value().detach().contiguous());
+    for (const auto& b : m.named_buffers(true)) tensors.emplace_back(b.key(), b.value().detach().contiguous());
+  };
+  std::string name = arch;
+  if (arch.rfind("efficientnet_b", 0) == 0 && arch.size() == 15 && arch[14] >= '0' && arch[14] <= '7') {
+    EfficientNet net(EfficientNetConfig::b(arch[14] - '0'));
+    // torchvision's init: conv kaiming-normal (fan_out), BN γ=1 β=0, linear uniform.
+    for (auto& m : net->modules(/*include_self=*/false)) {
+      if (auto* conv = m->as<torch::nn::Conv2dImpl>()) torch::nn::init::kaiming_normal_(conv->weight, 0.0, torch::kFanOut);
+      if (auto* bn = m->as<torch::nn::BatchNorm2dImpl>()) bn->options.momentum(1.0);  // the next batch's statistics
+    }
+    {  // calibrate BatchNorm on smooth noise images, so that each stage normalises to O(1)
+      torch::NoGradGuard no_grad;
+      net->train();
+      const torch::Tensor noise = torch::nn::functional::interpolate(
+          torch::rand({8, 3, 16, 16}), torch::nn::functional::InterpolateFuncOptions().size(std::vector<int64_t>{128, 128}).mode(torch::kBilinear).align_corners(false));
+      net->forward(imagenet_normalize(noise));
+      net->eval();
+    }
+    for (auto& m : net->modules(false))
+      if (auto* bn = m->as<torch::nn::BatchNorm2dImpl>()) bn->options.momentum(0.1);
+    collect(*net);
+  } else if (arch == "alexnet") {
+    AlexNetFeatures net;
+    collect(*net);
+  } else if (arch == "lpips") {
+    // LPIPS's lins are non-negative channel weights; random ones in [0, 1).
+    for (int l = 0; l < 5; ++l) {
+      const int64_t channels[] = {64, 192, 384, 256, 256};
+      tensors.emplace_back("lin" + std::to_string(l) + ".model.1.weight", torch::rand({1, channels[l], 1, 1}));
+    }
+  } else {
+    throw InputError("init-weights: unknown --arch '" + arch + "' (efficientnet_b0..efficientnet_b7, alexnet, lpips)");
+  }
+  save_safetensors(output, tensors, {{"format", "pt"}, {"anomalysd_init", "random"}, {"arch", name}, {"seed", std::to_string(seed)}});
+  spdlog::info("wrote {} ({} tensors, random weights of {}, seed {})", output, tensors.size(), name, seed);
 }
 
 double peak_rss_gib() {

@@ -42,6 +42,10 @@ torch::Tensor nearest_neighbour_distance(const torch::Tensor& queries, const tor
 // Eq. (14) on a feature map: [1, C, h, w] -> [h, w].
 torch::Tensor prototype_error_map(const torch::Tensor& features, const torch::Tensor& bank);
 
+// Eq. (12–14) for one test image [1, 3, H, W] in [0, 1]: ψ(x) against the class's bank -> [h, w].
+torch::Tensor prototype_error(EfficientNet& net, const torch::Tensor& image, const torch::Tensor& bank,
+                              const PrototypeOptions& options);
+
 // Eq. (15): the r minimising Var({E ≥ r}) + Var({E < r}) (population variances, unweighted sum —
 // not Otsu's weighted one), exactly over every split between distinct values, O(n log n).
 // With fewer than two distinct values there is no split: returns +inf (an empty mask).

@@ -1,12 +1,17 @@
-// Reading images, masks and anomaly maps with OpenCV; errors name the file.
+// Reading and writing images, masks and anomaly maps with OpenCV; errors name the file. Writes are
+// atomic (encoded in memory, then written to a temporary file renamed over the target).
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <utility>
 
 #include <opencv2/core.hpp>
 
 namespace anomalysd {
+
+// Images larger than this many pixels are refused before decoding (16384² = 268 M pixels).
+constexpr int64_t kMaxImagePixels = int64_t(16384) * 16384;
 
 // (height, width) from the file header (PNG, JPEG), without decoding; other formats are decoded.
 std::pair<int, int> read_image_size(const std::string& path);
@@ -20,5 +25,24 @@ cv::Mat read_anomaly_map(const std::string& path);
 
 // An RGB image as CV_8UC3 (grayscale images become 3-channel).
 cv::Mat read_rgb(const std::string& path);
+
+// An RGB image as CV_32FC3 in [0, 1], keeping 16-bit precision: gray, RGB and RGBA (alpha dropped),
+// 8 or 16 bits. Refuses empty, unreadable and oversized (> kMaxImagePixels) files by name.
+cv::Mat read_rgb_float(const std::string& path);
+
+// Writes a single-channel float map as a float32 TIFF (the MVTec AD evaluation layout), atomically.
+void write_map_tiff(const std::string& path, const cv::Mat& map);
+// Writes an 8-bit image (gray, or RGB — converted to the file's BGR order) as PNG, atomically.
+void write_png(const std::string& path, const cv::Mat& image, bool rgb = true);
+
+// A heat map of `map` (float, any size; resized to the image) over an RGB8 image: values in
+// [lo, hi] run through the JET colour map, blended at `weight`. Returns RGB8.
+cv::Mat heatmap_overlay(const cv::Mat& rgb8, const cv::Mat& map, double lo, double hi, double weight = 0.5);
+// The heat map alone, RGB8.
+cv::Mat heatmap(const cv::Mat& map, double lo, double hi);
+
+// FNV-1a 64 of an image's pixels and size: the identity that fixes its start noise, the same
+// whatever the file's name, folder or format.
+uint64_t pixel_hash(const cv::Mat& image);
 
 }  // namespace anomalysd

@@ -46,6 +46,8 @@ class ConfigSection {
   std::vector<int64_t> get_int_list(const std::string& key, const std::vector<int64_t>& fallback, int64_t min, int64_t max);
   std::vector<double> get_double_list(const std::string& key, const std::vector<double>& fallback, double min, double max);
   std::vector<std::string> get_string_list(const std::string& key, const std::vector<std::string>& fallback);
+  // A mapping of names to numbers (e.g. per-class values); empty when absent.
+  std::map<std::string, double> get_double_map(const std::string& key, double min, double max);
 
   // A nested mapping; empty (all defaults) when absent.
   ConfigSection section(const std::string& key);

@@ -19,7 +19,12 @@ struct ForwardRequest {
   std::string variant;     // "" or e.g. "fp16": loads *.fp16.safetensors
   std::string device = "cpu";
   std::string dtype = "float32";
-  std::vector<std::string> texts;  // tokenizer prompts
+  std::vector<std::string> texts;  // tokenizer prompts; inpaint: the one prompt
+  // inpaint: the diffusers-equivalent call's settings
+  std::string negative_text;
+  double strength = 1.0;
+  int64_t steps = 50;
+  double guidance_scale = 1.0;
 };
 
 const std::vector<std::string>& forward_components();
@@ -31,6 +36,8 @@ const std::vector<std::string>& forward_components();
 //   efficientnet: input -> features.0 … features.8 (+ logits when the file has the classifier)
 //   alexnet: input -> relu_after_features.{1,4,7,9,11}
 //   lpips: lpips_in0, lpips_in1 -> value, spatial_map, layer0 … layer4
+//   inpaint (a pipeline folder): image [B,3,H,W] in [0,1], mask [B,1,H,W], noise [B,Z,h,w] -> latents,
+//     inpainted — each image with its own mask and start noise, as one diffusers inpaint call
 // Outputs are float32 (int64 for ids) on the CPU.
 std::map<std::string, at::Tensor> run_forward(const ForwardRequest& request, const std::map<std::string, at::Tensor>& inputs);
 
@@ -51,5 +58,12 @@ BenchFigures bench_component(const std::string& component, const std::string& co
                              int64_t size = 0);
 
 double peak_rss_gib();
+
+// `anomalysd init-weights`: seeded random weights of the real architectures, in the files that
+// scripts/convert_torchvision_weights.py writes (torchvision / LPIPS key names), for tests and
+// demos without downloads. arch: efficientnet_b0..b7 (efficientnet_b6 the paper's), alexnet, lpips.
+// EfficientNet's BatchNorm statistics are calibrated on noise images so that activations stay
+// O(1) through all stages. The metadata says `anomalysd_init: random` (the method warns on it).
+void init_feature_weights(const std::string& arch, uint64_t seed, const std::string& output);
 
 }  // namespace anomalysd

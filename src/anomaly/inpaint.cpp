@@ -1,0 +1,161 @@
+// Port of the denoising loop of diffusers v0.27 pipelines/stable_diffusion/
+// pipeline_stable_diffusion_inpaint.py (9-channel UNet, DDIM, eta 0, output_type "pt").
+#include "anomalysd/anomaly/inpaint.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <spdlog/spdlog.h>
+
+#include "anomalysd/io/errors.h"
+
+namespace anomalysd {
+
+namespace F = torch::nn::functional;
+
+namespace {
+
+const torch::Tensor& unet_weight(SdPipeline& pipe) { return pipe.unet->conv_in->weight; }
+
+}  // namespace
+
+torch::Tensor encode_prompts(SdPipeline& pipe, const std::vector<std::string>& prompts) {
+  if (prompts.empty()) throw InputError("no prompt to encode");
+  torch::NoGradGuard no_grad;
+  const int64_t length = pipe.tokenizer.max_length();
+  torch::Tensor ids = torch::empty({static_cast<int64_t>(prompts.size()), length}, torch::kLong);
+  for (std::size_t i = 0; i < prompts.size(); ++i)
+    ids[static_cast<int64_t>(i)].copy_(torch::tensor(pipe.tokenizer.encode(prompts[i]), torch::kLong));
+  const torch::Tensor& w = pipe.text_encoder->token_embedding->weight;
+  return pipe.text_encoder->forward(ids.to(w.device())).last_hidden_state;
+}
+
+torch::Tensor average_prompt_embedding(SdPipeline& pipe, const std::vector<std::string>& prompts) {
+  return encode_prompts(pipe, prompts).mean(0, /*keepdim=*/true);  // Avg({τ(y) | y ∈ 𝒯_c}), §4.2
+}
+
+int64_t vae_scale_factor(const SdPipeline& pipe) {
+  return int64_t(1) << (pipe.vae->config.block_out_channels.size() - 1);
+}
+
+int64_t inpaint_size_multiple(const SdPipeline& pipe) {
+  return vae_scale_factor(pipe) * (int64_t(1) << (pipe.unet->config.block_out_channels.size() - 1));
+}
+
+void check_inpaint_size(const SdPipeline& pipe, int64_t height, int64_t width) {
+  const int64_t m = inpaint_size_multiple(pipe);
+  if (height <= 0 || width <= 0 || height % m != 0 || width % m != 0)
+    throw InputError("image size " + std::to_string(width) + "x" + std::to_string(height) + " does not fit the pipeline: sides must be multiples of " +
+                     std::to_string(m) + " (VAE factor " + std::to_string(vae_scale_factor(pipe)) + " x 2^(UNet levels - 1))");
+}
+
+torch::Tensor encode_latents(SdPipeline& pipe, const torch::Tensor& images) {
+  const torch::Tensor& w = unet_weight(pipe);
+  return pipe.vae->encode(images.to(w.device(), w.scalar_type()) * 2.0 - 1.0).mean * pipe.vae->config.scaling_factor;
+}
+
+torch::Tensor decode_latents(SdPipeline& pipe, const torch::Tensor& latents) {
+  return (pipe.vae->decode(latents / pipe.vae->config.scaling_factor) / 2.0 + 0.5).clamp(0.0, 1.0);
+}
+
+torch::Tensor inpaint_condition(SdPipeline& pipe, const torch::Tensor& image, const torch::Tensor& masks) {
+  if (image.dim() != 4 || image.size(0) != 1 || image.size(1) != 3) throw ShapeError("inpaint: image must be [1, 3, H, W]");
+  if (masks.dim() != 4 || masks.size(1) != 1 || masks.size(2) != image.size(2) || masks.size(3) != image.size(3))
+    throw ShapeError("inpaint: masks must be [M, 1, H, W] with the image's H, W");
+  const torch::Tensor& w = unet_weight(pipe);
+  const int64_t f = vae_scale_factor(pipe), h = image.size(2) / f, wd = image.size(3) / f;
+  // As diffusers' mask processor: binarised at 0.5; the masked image keeps pixels where m < 0.5.
+  const torch::Tensor binary = (masks.to(w.device()) >= 0.5).to(w.scalar_type());
+  const torch::Tensor mask_latent = F::interpolate(binary, F::InterpolateFuncOptions().size(std::vector<int64_t>{h, wd}).mode(torch::kNearest));
+  const torch::Tensor image_m11 = image.to(w.device(), w.scalar_type()) * 2.0 - 1.0;
+  const torch::Tensor masked = image_m11 * (1.0 - binary);  // (1 − m) ⊙ x, x in [−1, 1]: masked pixels are 0 (grey)
+  const torch::Tensor masked_latent = pipe.vae->encode(masked).mean * pipe.vae->config.scaling_factor;  // z°
+  return torch::cat({mask_latent, masked_latent}, 1);
+}
+
+InpaintResult inpaint(SdPipeline& pipe, const torch::Tensor& image, const torch::Tensor& image_latent, const torch::Tensor& masks,
+                      const torch::Tensor& noise, const PromptConditioning& conditioning, const InpaintSettings& s) {
+  torch::NoGradGuard no_grad;
+  if (!pipe.is_inpainting()) throw InputError("the pipeline's UNet has " + std::to_string(pipe.unet->config.in_channels) +
+                                              " input channels: AnomalySD needs an inpainting UNet (9)");
+  check_inpaint_size(pipe, image.size(2), image.size(3));
+  const torch::Tensor& w = unet_weight(pipe);
+  const int64_t m = masks.size(0);
+  const bool guided = s.guidance_scale > 1.0;
+  if (!conditioning.cond.defined() || conditioning.cond.dim() != 3 || conditioning.cond.size(0) != 1)
+    throw ShapeError("inpaint: the conditioning must be [1, L, E]");
+  if (guided && (!conditioning.uncond.defined() || conditioning.uncond.sizes() != conditioning.cond.sizes()))
+    throw ShapeError("inpaint: guidance_scale > 1 needs the negative prompt's embedding, shaped like the prompt's");
+
+  // 1. timesteps: the last ⌊steps·λ⌋ of the DDIM schedule (start at λ·T, §4.2)
+  pipe.scheduler.set_timesteps(s.steps);
+  const std::vector<int64_t> timesteps = pipe.scheduler.timesteps_for_strength(s.strength);
+  if (timesteps.empty())
+    throw InputError("strength " + std::to_string(s.strength) + " with " + std::to_string(s.steps) +
+                     " steps runs no denoising step (floor(steps x strength) = 0): raise inference.strength or inference.steps");
+
+  // 2. per mask: [m↓; z°]
+  const torch::Tensor condition = inpaint_condition(pipe, image, masks);
+
+  // 3. start latent z_T̃ (eq. 7 at t_start; pure noise at strength 1), shared by every mask
+  const torch::Tensor eps = noise.to(w.device(), w.scalar_type());
+  torch::Tensor z = s.strength >= 1.0
+                        ? eps * 1.0  // DDIM's init_noise_sigma is 1
+                        : pipe.scheduler.add_noise(image_latent.to(w.device(), w.scalar_type()), eps,
+                                                   torch::full({1}, timesteps.front(), torch::kLong));
+  z = z.expand({m, z.size(1), z.size(2), z.size(3)}).contiguous();
+
+  // 4. denoising loop on [z_t; m↓; z°] (eq. 11)
+  const torch::Tensor cond = conditioning.cond.to(w.device(), w.scalar_type()).expand({m, -1, -1});
+  const torch::Tensor uncond = guided ? conditioning.uncond.to(w.device(), w.scalar_type()).expand({m, -1, -1}) : torch::Tensor();
+  InpaintResult result;
+  for (const int64_t t : timesteps) {
+    const torch::Tensor input = torch::cat({z, condition}, 1);  // DDIM's scale_model_input is the identity
+    const torch::Tensor timestep = torch::tensor(t, torch::kLong);
+    torch::Tensor eps_hat = pipe.unet->forward(input, timestep, cond);
+    ++result.unet_calls;
+    if (guided) {  // ε = ε_u + g (ε_c − ε_u)
+      const torch::Tensor eps_uncond = pipe.unet->forward(input, timestep, uncond);
+      ++result.unet_calls;
+      eps_hat = eps_uncond + s.guidance_scale * (eps_hat - eps_uncond);
+    }
+    z = pipe.scheduler.step(eps_hat, t, z).prev_sample;
+  }
+  // 5. decode
+  result.latents = z;
+  result.images = decode_latents(pipe, z);
+  return result;
+}
+
+torch::Tensor start_noise(uint64_t seed, int64_t channels, int64_t height, int64_t width) {
+  at::Generator generator = at::detail::createCPUGenerator(seed);
+  return torch::randn({1, channels, height, width}, generator, torch::TensorOptions().dtype(torch::kFloat));
+}
+
+// ---------------------------------------------------------------------------------------------
+SdInpainter::SdInpainter(SdPipeline& pipe, InpaintSettings settings) : pipe_(pipe), settings_(settings) {}
+
+void SdInpainter::begin_image(const torch::Tensor& image, uint64_t seed) {
+  torch::NoGradGuard no_grad;
+  check_inpaint_size(pipe_, image.size(2), image.size(3));
+  const torch::Tensor& w = unet_weight(pipe_);
+  image_ = image.to(w.device(), w.scalar_type());
+  image_latent_ = encode_latents(pipe_, image_);  // E(x), once per image
+  const int64_t f = vae_scale_factor(pipe_);
+  noise_ = start_noise(seed, pipe_.unet->config.out_channels, image.size(2) / f, image.size(3) / f);
+}
+
+torch::Tensor SdInpainter::inpaint(const torch::Tensor& masks) {
+  if (!image_.defined()) throw std::logic_error("SdInpainter: begin_image() first");
+  std::vector<torch::Tensor> images, latents;
+  const int64_t n = masks.size(0), batch = std::max<int64_t>(1, settings_.mask_batch);
+  for (int64_t start = 0; start < n; start += batch) {
+    const InpaintResult r = anomalysd::inpaint(pipe_, image_, image_latent_, masks.narrow(0, start, std::min(batch, n - start)),
+                                               noise_, conditioning_, settings_);
+    unet_calls_ += r.unet_calls;
+    images.push_back(r.images);
+    latents.push_back(r.latents);
+  }
+  last_latents_ = torch::cat(latents, 0);
+  return torch::cat(images, 0);
+}
+
+}  // namespace anomalysd
