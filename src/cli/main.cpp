@@ -261,6 +261,8 @@ int main(int argc, char** argv) {
     if (bench_cmd->parsed()) return run_bench(bench);
     if (infer_cmd->parsed()) return run_infer_cli(infer);
     if (init_cmd->parsed()) {
+      const auto parent = std::filesystem::path(init_weights.output).parent_path();
+      if (!parent.empty()) std::filesystem::create_directories(parent);
       anomalysd::init_feature_weights(init_weights.arch, init_weights.seed, init_weights.output);
       return 0;
     }

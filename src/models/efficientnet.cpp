@@ -127,6 +127,25 @@ torch::Tensor imagenet_normalize(const torch::Tensor& images) {
   return (images - mean) / std;
 }
 
+void init_random_efficientnet(EfficientNetImpl& net) {
+  for (auto& m : net.modules(/*include_self=*/false)) {
+    if (auto* conv = m->as<nn::Conv2dImpl>()) nn::init::kaiming_normal_(conv->weight, 0.0, torch::kFanOut);
+    if (auto* bn = m->as<nn::BatchNorm2dImpl>()) bn->options.momentum(1.0);  // take the next batch's statistics
+  }
+  {
+    torch::NoGradGuard no_grad;
+    const bool was_training = net.is_training();
+    net.train();
+    const torch::Tensor noise = torch::nn::functional::interpolate(
+        torch::rand({8, 3, 16, 16}),
+        torch::nn::functional::InterpolateFuncOptions().size(std::vector<int64_t>{128, 128}).mode(torch::kBilinear).align_corners(false));
+    net.forward(imagenet_normalize(noise));
+    net.train(was_training);
+  }
+  for (auto& m : net.modules(false))
+    if (auto* bn = m->as<nn::BatchNorm2dImpl>()) bn->options.momentum(0.1);
+}
+
 EfficientNet load_efficientnet(const std::string& weights, int variant) {
   EfficientNet net(EfficientNetConfig::b(variant));
   // Feature extraction needs no classifier: files without it load too.

@@ -183,21 +183,8 @@ void init_feature_weights(const std::string& arch, uint64_t seed, const std::str
   std::string name = arch;
   if (arch.rfind("efficientnet_b", 0) == 0 && arch.size() == 15 && arch[14] >= '0' && arch[14] <= '7') {
     EfficientNet net(EfficientNetConfig::b(arch[14] - '0'));
-    // torchvision's init: conv kaiming-normal (fan_out), BN γ=1 β=0, linear uniform.
-    for (auto& m : net->modules(/*include_self=*/false)) {
-      if (auto* conv = m->as<torch::nn::Conv2dImpl>()) torch::nn::init::kaiming_normal_(conv->weight, 0.0, torch::kFanOut);
-      if (auto* bn = m->as<torch::nn::BatchNorm2dImpl>()) bn->options.momentum(1.0);  // the next batch's statistics
-    }
-    {  // calibrate BatchNorm on smooth noise images, so that each stage normalises to O(1)
-      torch::NoGradGuard no_grad;
-      net->train();
-      const torch::Tensor noise = torch::nn::functional::interpolate(
-          torch::rand({8, 3, 16, 16}), torch::nn::functional::InterpolateFuncOptions().size(std::vector<int64_t>{128, 128}).mode(torch::kBilinear).align_corners(false));
-      net->forward(imagenet_normalize(noise));
-      net->eval();
-    }
-    for (auto& m : net->modules(false))
-      if (auto* bn = m->as<torch::nn::BatchNorm2dImpl>()) bn->options.momentum(0.1);
+    init_random_efficientnet(*net);
+    net->eval();
     collect(*net);
   } else if (arch == "alexnet") {
     AlexNetFeatures net;

@@ -54,6 +54,13 @@ struct EfficientNetImpl : torch::nn::Module {
 };
 TORCH_MODULE(EfficientNet);
 
+// Random weights as torchvision initialises them (conv kaiming-normal fan_out, BN γ = 1, β = 0),
+// then BatchNorm statistics calibrated on smooth noise images so that every stage's activations
+// stay O(1) in eval mode (with LibTorch's default statistics they vanish through the stages).
+// For tests and demos without downloadable weights (`anomalysd init-weights`). Seeds nothing:
+// call torch::manual_seed first.
+void init_random_efficientnet(EfficientNetImpl& net);
+
 // ImageNet normalisation of images in [0, 1], as torchvision's weights expect.
 torch::Tensor imagenet_normalize(const torch::Tensor& images);
 

@@ -1,0 +1,363 @@
+// AnomalySD at inference (paper §4.2–4.3): the inpainting run against diffusers (fixtures), the
+// masks, the score functions on hand-made maps, the detector with an oracle inpainter, and
+// determinism (seeds, mask batching).
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "anomalysd/anomaly/detector.h"
+#include "anomalysd/anomaly/inpaint.h"
+#include "anomalysd/anomaly/masks.h"
+#include "anomalysd/anomaly/prototype.h"
+#include "anomalysd/anomaly/scores.h"
+#include "anomalysd/io/errors.h"
+#include "anomalysd/io/tensor_io.h"
+#include "anomalysd/metrics/metrics.h"
+#include "anomalysd/models/efficientnet.h"
+#include "anomalysd/tools/components.h"
+#include "models/parity.h"
+#include "test_support.h"
+
+namespace anomalysd {
+namespace {
+
+namespace fs = std::filesystem;
+using test::close_to_reference;
+
+// --- 1. the inpainting run against diffusers' StableDiffusionInpaintPipeline -----------------
+
+void check_inpaint_case(const fs::path& fixtures, const std::string& name) {
+  torch::NoGradGuard no_grad;
+  SdPipeline pipe = load_sd_pipeline((fixtures / "pipeline_sd2_inpaint_tiny").string());
+  std::ifstream in(fixtures / "inpaint_cases" / name / "case.json");
+  const nlohmann::json c = nlohmann::json::parse(in);
+  const auto io = load_all((fixtures / "inpaint_cases" / name / "case.safetensors").string());
+  InpaintSettings s;
+  s.strength = c["strength"];
+  s.steps = c["steps"];
+  s.guidance_scale = c["guidance"];
+  PromptConditioning cond;
+  cond.cond = encode_prompts(pipe, {c["prompt"].get<std::string>()});
+  if (s.guidance_scale > 1) cond.uncond = encode_prompts(pipe, {c["negative"].get<std::string>()});
+  // The timesteps diffusers ran.
+  pipe.scheduler.set_timesteps(s.steps);
+  EXPECT_EQ(pipe.scheduler.timesteps_for_strength(s.strength), c["timesteps_run"].get<std::vector<int64_t>>());
+  const torch::Tensor& image = io.at("image");
+  for (int64_t b = 0; b < image.size(0); ++b) {
+    const torch::Tensor x = image.narrow(0, b, 1);
+    const InpaintResult r = inpaint(pipe, x, encode_latents(pipe, x), io.at("mask").narrow(0, b, 1), io.at("noise").narrow(0, b, 1), cond, s);
+    const int64_t steps_run = static_cast<int64_t>(c["timesteps_run"].size());
+    EXPECT_EQ(r.unet_calls, steps_run * (s.guidance_scale > 1 ? 2 : 1));
+    EXPECT_TRUE(close_to_reference(r.latents, io.at("latents").narrow(0, b, 1), name + " latents"));
+    EXPECT_TRUE(close_to_reference(r.images, io.at("inpainted").narrow(0, b, 1), name + " inpainted"));
+  }
+}
+
+TEST(InpaintParity, Strength04NoGuidance) {
+  ANOMALYSD_REQUIRE_FIXTURES(fixtures);
+  check_inpaint_case(fixtures, "case_strength04_g1");
+}
+
+TEST(InpaintParity, Strength1ClassifierFreeGuidance) {
+  ANOMALYSD_REQUIRE_FIXTURES(fixtures);
+  check_inpaint_case(fixtures, "case_strength1_g75");
+}
+
+TEST(InpaintParity, ForwardToolMatchesReference) {
+  ANOMALYSD_REQUIRE_FIXTURES(fixtures);
+  ForwardRequest r;
+  r.component = "inpaint";
+  r.model_dir = (fixtures / "pipeline_sd2_inpaint_tiny").string();
+  r.texts = {"A perfect bottle."};
+  r.strength = 0.4;
+  r.steps = 50;
+  const auto io = load_all((fixtures / "inpaint_cases/case_strength04_g1/case.safetensors").string());
+  const auto out = run_forward(r, io);
+  EXPECT_TRUE(close_to_reference(out.at("latents"), io.at("latents"), "latents"));
+  EXPECT_TRUE(close_to_reference(out.at("inpainted"), io.at("inpainted"), "inpainted"));
+}
+
+// A pipeline folder with the SD1-style UNet (3 levels, conv projections) in place of the SD2 one.
+fs::path sd1_pipeline(const fs::path& fixtures, const fs::path& dir) {
+  fs::copy(fixtures / "pipeline_sd2_inpaint_tiny", dir, fs::copy_options::recursive);
+  for (const char* f : {"config.json", "diffusion_pytorch_model.safetensors"}) {
+    fs::permissions(dir / "unet" / f, fs::perms::owner_write, fs::perm_options::add);
+    fs::copy_file(fixtures / "unet_sd1_inpaint_tiny" / f, dir / "unet" / f, fs::copy_options::overwrite_existing);
+  }
+  return dir;
+}
+
+TEST(Inpaint, SD1PipelineAndNonSquareSizes) {
+  ANOMALYSD_REQUIRE_FIXTURES(fixtures);
+  test::TempDir tmp;
+  torch::NoGradGuard no_grad;
+  SdPipeline pipe = load_sd_pipeline(sd1_pipeline(fixtures, tmp.path() / "sd1").string());
+  EXPECT_EQ(vae_scale_factor(pipe), 2);
+  EXPECT_EQ(inpaint_size_multiple(pipe), 8);  // VAE 2 × 2^(3 − 1)
+  torch::manual_seed(3);
+  const torch::Tensor image = torch::rand({1, 3, 24, 40});
+  torch::Tensor masks = torch::zeros({2, 1, 24, 40});
+  masks[0].narrow(1, 8, 8).narrow(2, 8, 16).fill_(1);
+  masks[1].fill_(1);
+  PromptConditioning cond{encode_prompts(pipe, {"A perfect screw."}), {}};
+  InpaintSettings s;
+  s.steps = 10;
+  const InpaintResult r = inpaint(pipe, image, encode_latents(pipe, image), masks, start_noise(1, 4, 12, 20), cond, s);
+  EXPECT_EQ(r.images.sizes(), (std::vector<int64_t>{2, 3, 24, 40}));
+  EXPECT_TRUE(torch::isfinite(r.images).all().item<bool>());
+  EXPECT_EQ(r.unet_calls, 4);  // ⌊10 · 0.4⌋ steps
+  // 36 is not a multiple of 8: a clear error, before any work.
+  try {
+    inpaint(pipe, torch::rand({1, 3, 36, 40}), torch::Tensor(), torch::ones({1, 1, 36, 40}), torch::Tensor(), cond, s);
+    FAIL() << "expected InputError";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("multiples of 8"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Inpaint, StrengthThatRunsNoStepIsAnError) {
+  ANOMALYSD_REQUIRE_FIXTURES(fixtures);
+  torch::NoGradGuard no_grad;
+  SdPipeline pipe = load_sd_pipeline((fixtures / "pipeline_sd2_inpaint_tiny").string());
+  InpaintSettings s;
+  s.steps = 4;
+  s.strength = 0.2;  // ⌊0.8⌋ = 0 steps
+  const torch::Tensor x = torch::rand({1, 3, 32, 32});
+  PromptConditioning cond{encode_prompts(pipe, {"x"}), {}};
+  EXPECT_THROW(inpaint(pipe, x, encode_latents(pipe, x), torch::ones({1, 1, 32, 32}), start_noise(0, 4, 16, 16), cond, s), InputError);
+}
+
+TEST(Inpaint, AveragePromptEmbeddingIsTheMeanOfEachPrompts) {
+  ANOMALYSD_REQUIRE_FIXTURES(fixtures);
+  SdPipeline pipe = load_sd_pipeline((fixtures / "pipeline_sd2_inpaint_tiny").string());
+  const std::vector<std::string> prompts = {"A perfect bottle.", "A bottle with a smooth rim."};
+  const torch::Tensor each = encode_prompts(pipe, prompts);
+  const torch::Tensor avg = average_prompt_embedding(pipe, prompts);
+  EXPECT_EQ(avg.sizes(), (std::vector<int64_t>{1, 77, 32}));
+  EXPECT_TRUE(torch::allclose(avg[0], (each[0] + each[1]) / 2, 1e-6, 1e-6));
+  EXPECT_FALSE(torch::allclose(each[0], each[1]));
+}
+
+TEST(Inpaint, StartNoiseIsAFunctionOfTheSeedOnly) {
+  EXPECT_TRUE(torch::equal(start_noise(42, 4, 8, 8), start_noise(42, 4, 8, 8)));
+  EXPECT_FALSE(torch::equal(start_noise(42, 4, 8, 8), start_noise(43, 4, 8, 8)));
+  EXPECT_NE(noise_seed(0, 1), noise_seed(0, 2));
+  EXPECT_NE(noise_seed(0, 1), noise_seed(1, 1));
+  EXPECT_EQ(noise_seed(5, 7), noise_seed(5, 7));
+}
+
+// --- 2. masks ------------------------------------------------------------------------------
+
+TEST(Masks, EveryPixelMaskedExactlyOncePerScaleAndAlignedToTheLatentGrid) {
+  const MaskSet set = multiscale_masks(64, 64, {1, 2, 4, 8}, 8);
+  ASSERT_EQ(set.masks.size(0), 85);
+  EXPECT_EQ(masks_per_image({1, 2, 4, 8}, MaskPacking::kNone, true), 86);
+  for (int64_t s = 0; s < 4; ++s) {
+    torch::Tensor cover = torch::zeros({64, 64});
+    for (int64_t i = 0; i < 85; ++i)
+      if (set.scale_index[i] == s) cover += set.masks[i][0];
+    EXPECT_TRUE(torch::equal(cover, torch::ones({64, 64}))) << "scale " << s;
+  }
+  // k = 8 on 64 px with 8-px latent cells: one latent cell per grid cell.
+  const torch::Tensor k8 = grid_masks(64, 64, 8, 8);
+  EXPECT_EQ(k8[9][0].sum().item<double>(), 64.0);
+  EXPECT_EQ(k8[9][0][8][8].item<float>(), 1.0f);
+  EXPECT_EQ(k8[9][0][7][8].item<float>(), 0.0f);
+  // Uneven: 40 px = 5 latent cells of 8 into 2 cells: edges on the latent grid.
+  EXPECT_EQ(grid_edges(40, 2, 8), (std::vector<int64_t>{0, 16, 40}));
+  EXPECT_THROW(grid_masks(32, 32, 8, 8), InputError);  // 4 latent cells cannot hold 8 cells
+}
+
+TEST(Masks, Grid2x2PackingKeepsNeighboursVisibleAndCoverage) {
+  const MaskSet set = multiscale_masks(64, 64, {1, 2, 4, 8}, 8, MaskPacking::kGrid2x2);
+  EXPECT_EQ(set.masks.size(0), 13);
+  EXPECT_EQ(masks_per_image({1, 2, 4, 8}, MaskPacking::kGrid2x2, false), 13);
+  for (int64_t s = 0; s < 4; ++s) {
+    torch::Tensor cover = torch::zeros({64, 64});
+    for (int64_t i = 0; i < 13; ++i)
+      if (set.scale_index[i] == s) cover += set.masks[i][0];
+    EXPECT_TRUE(torch::equal(cover, torch::ones({64, 64})));
+  }
+  // k = 4 (16-px cells), run (0, 0): cells (0,0), (0,2), (2,0), (2,2); their neighbours unmasked.
+  const torch::Tensor m = packed_grid_masks(64, 64, 4, 8)[0][0];
+  EXPECT_EQ(m[0][0].item<float>(), 1.0f);
+  EXPECT_EQ(m[0][40].item<float>(), 1.0f);
+  EXPECT_EQ(m[40][40].item<float>(), 1.0f);
+  EXPECT_EQ(m[0][20].item<float>(), 0.0f);
+  EXPECT_EQ(m[20][20].item<float>(), 0.0f);
+  EXPECT_EQ(m.sum().item<double>(), 4 * 256.0);
+}
+
+// --- 3. scores on hand-made maps -----------------------------------------------------------
+
+TEST(Scores, MaskedSumHarmonicMeanFusionBlurMax) {
+  // eq. (18): two masks covering halves, distances 2 and 3.
+  torch::Tensor masks = torch::zeros({2, 1, 2, 2});
+  masks[0][0][0].fill_(1);
+  masks[1][0][1].fill_(1);
+  const torch::Tensor d = torch::stack({torch::full({1, 2, 2}, 2.0f), torch::full({1, 2, 2}, 3.0f)});
+  EXPECT_TRUE(torch::equal(masked_score_map(masks, d), torch::tensor({{2.0f, 2.0f}, {3.0f, 3.0f}})));
+  // eq. (19): harmonic mean of 1 and 3 = 2 / (1 + 1/3) = 1.5; a zero anywhere gives ~0, never NaN.
+  const torch::Tensor h = harmonic_mean({torch::tensor({1.0f, 2.0f}), torch::tensor({3.0f, 0.0f})});
+  EXPECT_NEAR(h[0].item<float>(), 1.5f, 1e-6);
+  EXPECT_TRUE(std::isfinite(h[1].item<float>()));
+  EXPECT_LT(h[1].item<float>(), 1e-9);
+  // eq. (21)
+  EXPECT_NEAR(fuse_scores(torch::tensor({10.0f}), torch::tensor({20.0f}), 0.1)[0].item<float>(), 11.0f, 1e-5);
+  // Blur: preserves a constant map and the total of a centred impulse; spreads it with σ.
+  EXPECT_TRUE(torch::allclose(gaussian_blur(torch::full({20, 20}, 3.0f), 4.0), torch::full({20, 20}, 3.0f), 1e-5, 1e-5));
+  torch::Tensor impulse = torch::zeros({41, 41});
+  impulse[20][20] = 1.0f;
+  const torch::Tensor b = gaussian_blur(impulse, 2.0);
+  EXPECT_NEAR(b.sum().item<double>(), 1.0, 1e-5);
+  EXPECT_NEAR(b[20][20].item<double>(), 1.0 / (2 * M_PI * 4.0), 2e-3);  // the 2-D Gaussian's peak
+  EXPECT_NEAR(b[20][22].item<double>() / b[20][20].item<double>(), std::exp(-4.0 / 8.0), 1e-4);
+  EXPECT_TRUE(torch::equal(gaussian_blur(impulse, 0.0), impulse));
+  EXPECT_EQ(image_score(torch::tensor({{0.5f, 2.5f}, {1.0f, -1.0f}})), 2.5);
+}
+
+// --- 4. the detector with an oracle inpainter ----------------------------------------------
+
+// Returns the defect-free image wherever it is asked to inpaint: the ideal inpainter.
+class OracleInpainter : public Inpainter {
+ public:
+  explicit OracleInpainter(torch::Tensor clean) : clean_(std::move(clean)) {}
+  void begin_image(const torch::Tensor& image, uint64_t) override { image_ = image; }
+  torch::Tensor inpaint(const torch::Tensor& masks) override {
+    const torch::Tensor m = (masks >= 0.5).to(torch::kFloat);
+    return m * clean_ + (1 - m) * image_;  // [M, 3, H, W]
+  }
+  int64_t alignment() const override { return 4; }
+  torch::Tensor clean_, image_;
+};
+
+torch::Tensor pixel_distance(const torch::Tensor& x, const torch::Tensor& x_hat) {
+  return (x - x_hat).pow(2).sum(1, true);
+}
+
+// A smooth textured "normal" image and the same with a planted square defect.
+torch::Tensor textured(int64_t seed) {
+  torch::manual_seed(seed);
+  const torch::Tensor low = torch::rand({1, 3, 8, 8});
+  return torch::nn::functional::interpolate(low, torch::nn::functional::InterpolateFuncOptions()
+                                                      .size(std::vector<int64_t>{64, 64})
+                                                      .mode(torch::kBilinear)
+                                                      .align_corners(false));
+}
+
+TEST(Detector, OracleMapPeaksInsideThePlantedDefectAndSeparatesImages) {
+  std::vector<float> scores;
+  std::vector<uint8_t> labels;
+  for (int64_t i = 0; i < 8; ++i) {
+    const torch::Tensor clean = textured(100 + i);
+    torch::Tensor x = clean.clone();
+    const bool defective = i % 2 == 1;
+    const int64_t r = 8 + 5 * i, c = 40 - 3 * i;  // the defect moves around
+    if (defective) x.narrow(2, r, 8).narrow(3, c, 8).fill_(i % 4 == 1 ? 1.0f : 0.0f);
+    OracleInpainter oracle(clean);
+    DetectorSettings s;
+    s.scales = {1, 2, 4, 8};
+    s.prototype_mask = false;
+    AnomalyDetector detector(oracle, pixel_distance, s);
+    const Detection d = detector.detect(x, 0);
+    EXPECT_EQ(d.masks, 85);
+    if (defective) {
+      const int64_t argmax = d.map.argmax().item<int64_t>();
+      const int64_t pr = argmax / 64, pc = argmax % 64;
+      EXPECT_TRUE(pr >= r && pr < r + 8 && pc >= c && pc < c + 8) << "peak at " << pr << "," << pc;
+    } else {
+      EXPECT_LT(d.score, 1e-9);  // nothing to restore: D = 0 (the harmonic mean's guard gives 1e-12)
+    }
+    scores.push_back(static_cast<float>(d.score));
+    labels.push_back(defective);
+  }
+  EXPECT_EQ(auroc(torch::tensor(scores), torch::tensor(std::vector<int64_t>(labels.begin(), labels.end()))), 1.0);
+}
+
+TEST(Detector, PrototypeMaskAloneAndFusion) {
+  const torch::Tensor clean = textured(7);
+  torch::Tensor x = clean.clone();
+  x.narrow(2, 16, 12).narrow(3, 16, 12).fill_(1.0f);
+  OracleInpainter oracle(clean);
+  // A hand-made error map (eq. 14) that flags the defect's region on a 8×8 feature grid.
+  torch::Tensor error = torch::rand({8, 8}) * 0.1;
+  error.narrow(0, 2, 2).narrow(1, 2, 2).add_(5.0);
+  DetectorSettings only_pg;
+  only_pg.multiscale = false;
+  const Detection pg = AnomalyDetector(oracle, pixel_distance, only_pg).detect(x, 0, error);
+  EXPECT_EQ(pg.masks, 1);
+  ASSERT_TRUE(pg.prototype_mask.defined());
+  EXPECT_EQ(pg.prototype_mask.sum().item<double>(), 16.0 * 16.0);  // 2×2 feature cells × 8² px
+  EXPECT_GT(pg.score, 0.0);
+  DetectorSettings both;
+  both.scales = {1, 2};
+  both.blur_sigma = 0;
+  const Detection f = AnomalyDetector(oracle, pixel_distance, both).detect(x, 0, error);
+  EXPECT_EQ(f.masks, 6);
+  EXPECT_TRUE(torch::allclose(f.map, 0.9 * f.s_ms + 0.1 * f.s_pg));
+  // Without an error map (0 shots) the map is S_ms alone.
+  const Detection ms = AnomalyDetector(oracle, pixel_distance, both).detect(x, 0);
+  EXPECT_EQ(ms.masks, 5);
+  EXPECT_TRUE(torch::equal(ms.map, ms.s_ms));
+}
+
+TEST(Detector, PrototypeMaskOnAPlantedBlob) {
+  // Random-weight EfficientNet-B0 features (real architecture, calibrated BatchNorm) of a smooth
+  // texture: a planted blob is far from every bank vector of the clean shot, so the error map
+  // peaks on it and the variance split (eq. 15) masks it, not the whole image.
+  torch::manual_seed(0);
+  EfficientNet net(EfficientNetConfig::b(0));
+  init_random_efficientnet(*net);
+  net->eval();
+  namespace F = torch::nn::functional;
+  const torch::Tensor shot = F::interpolate(textured(11), F::InterpolateFuncOptions().size(std::vector<int64_t>{128, 128}).mode(torch::kBilinear).align_corners(false));
+  PrototypeOptions o;
+  const torch::Tensor bank = build_prototype_bank(net, shot, o);
+  torch::Tensor x = shot.clone();
+  x.narrow(2, 48, 24).narrow(3, 64, 24).fill_(1.0f);  // rows 48..71, cols 64..87
+  const torch::Tensor error = prototype_error(net, x, bank, o);
+  ASSERT_EQ(error.sizes(), (std::vector<int64_t>{16, 16}));
+  const int64_t peak = error.argmax().item<int64_t>(), pr = peak / 16, pc = peak % 16;
+  EXPECT_TRUE(pr >= 5 && pr <= 9 && pc >= 7 && pc <= 11) << "error peak at cell " << pr << "," << pc;
+  const torch::Tensor mask = prototype_mask(error, 128, 128);
+  EXPECT_EQ(mask[59][75].item<float>(), 1.0f);  // the blob's centre
+  EXPECT_LT(mask.mean().item<double>(), 0.4);   // and not the whole image
+  EXPECT_EQ(mask[2][2].item<float>(), 0.0f);
+  // A shot is its own prototype: ~0 (rounding of ‖a‖² + ‖b‖² − 2ab) against the blob's distances.
+  EXPECT_LT(prototype_error(net, shot, bank, o).max().item<double>(), 1e-4 * error.max().item<double>());
+}
+
+// --- 5. determinism with the real inpainter --------------------------------------------------
+
+TEST(Detector, SameSeedSameMapAndMaskBatchingDoesNotMatter) {
+  ANOMALYSD_REQUIRE_FIXTURES(fixtures);
+  SdPipeline pipe = load_sd_pipeline((fixtures / "pipeline_sd2_inpaint_tiny").string());
+  InpaintSettings is;
+  is.steps = 10;
+  torch::manual_seed(5);
+  const torch::Tensor x = textured(3).narrow(2, 0, 32).narrow(3, 0, 32).contiguous();
+  auto run = [&](int64_t batch, uint64_t seed) {
+    is.mask_batch = batch;
+    SdInpainter inpainter(pipe, is);
+    inpainter.set_conditioning({average_prompt_embedding(pipe, {"A perfect tile."}), {}});
+    DetectorSettings s;
+    s.scales = {1, 2, 4};
+    s.mask_batch = batch;
+    AnomalyDetector detector(inpainter, pixel_distance, s);
+    return detector.detect(x, seed);
+  };
+  const Detection a = run(8, 1), b = run(8, 1), c = run(1, 1), d = run(8, 2);
+  EXPECT_TRUE(torch::equal(a.map, b.map));
+  EXPECT_TRUE(torch::allclose(a.map, c.map, 1e-4, 1e-6)) << (a.map - c.map).abs().max().item<double>();
+  EXPECT_FALSE(torch::allclose(a.map, d.map));
+  // UNet calls = Σ over mask batches of the steps run: ⌈21/8⌉ · 4 and 21 · 4.
+  EXPECT_EQ(a.unet_calls, 3 * 4);
+  EXPECT_EQ(c.unet_calls, 21 * 4);
+}
+
+}  // namespace
+}  // namespace anomalysd

@@ -1,0 +1,18 @@
+// Shared set-up of the command tests: the tiny pipeline from the fixtures, random feature
+// weights written once per test folder, and a config for small, fast runs.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace anomalysd::test {
+
+// Writes alexnet / lpips / efficientnet_b0 random weights into `dir` and returns the --set
+// overrides that point the config at them (plus small, fast inference settings at 32²).
+std::vector<std::string> small_run_overrides(const std::filesystem::path& dir);
+
+// Runs the CLI (ANOMALYSD_CLI) with arguments; returns its exit code, output in `log`.
+int run_cli(const std::string& args, std::string* log = nullptr);
+
+}  // namespace anomalysd::test

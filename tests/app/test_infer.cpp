@@ -1,0 +1,150 @@
+// `anomalysd infer` on folders as users have them: mixed formats, sizes and bit depths, a corrupt
+// and an empty file; outputs at each image's own size; exit codes.
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+#include <torch/torch.h>
+
+#include "anomalysd/app/infer.h"
+#include "anomalysd/data/image_io.h"
+#include "anomalysd/io/errors.h"
+#include "app/app_fixtures.h"
+#include "test_support.h"
+
+namespace anomalysd {
+namespace {
+
+namespace fs = std::filesystem;
+
+cv::Mat smooth_image(int h, int w, int seed, int type = CV_8UC3) {
+  cv::RNG rng(seed);
+  cv::Mat small(4, 4, CV_32FC3);
+  rng.fill(small, cv::RNG::UNIFORM, 0.2, 0.8);
+  cv::Mat big;
+  cv::resize(small, big, cv::Size(w, h), 0, 0, cv::INTER_LINEAR);
+  cv::Mat out;
+  const double scale = CV_MAT_DEPTH(type) == CV_16U ? 65535.0 : 255.0;
+  big.convertTo(out, CV_MAT_DEPTH(type), scale);
+  if (CV_MAT_CN(type) == 1) cv::cvtColor(out, out, cv::COLOR_BGR2GRAY);
+  if (CV_MAT_CN(type) == 4) cv::cvtColor(out, out, cv::COLOR_BGR2BGRA);
+  return out;
+}
+
+TEST(Infer, MixedFolderWritesEveryReadableImageAndNamesTheFailures) {
+  ANOMALYSD_REQUIRE_FIXTURES(fixtures);
+  test::TempDir tmp;
+  const auto overrides = test::small_run_overrides(tmp.path() / "weights");
+  const fs::path in = tmp.path() / "in", shots = tmp.path() / "shots";
+  fs::create_directories(in);
+  fs::create_directories(shots);
+  cv::imwrite((in / "rgb.png").string(), smooth_image(48, 64, 1));
+  cv::imwrite((in / "gray.jpg").string(), smooth_image(40, 40, 2, CV_8UC1));
+  cv::imwrite((in / "deep.tiff").string(), smooth_image(33, 50, 3, CV_16UC3));
+  cv::imwrite((in / "alpha.png").string(), smooth_image(32, 32, 4, CV_8UC4));
+  cv::imwrite((in / "plain.bmp").string(), smooth_image(20, 30, 5));
+  test::write_bytes((in / "corrupt.png").string(), std::string("\x89PNG\r\n\x1a\nbroken", 14));
+  test::write_bytes((in / "empty.jpg").string(), "");
+  test::write_bytes((in / "notes.txt").string(), "not an image");
+  cv::imwrite((shots / "good.png").string(), smooth_image(48, 64, 9));
+
+  std::string args = "infer --model " + (fixtures / "pipeline_sd2_inpaint_tiny").string() + " --input " + in.string() +
+                     " --class bottle --shots " + shots.string() + " --output " + (tmp.path() / "out").string();
+  for (const auto& o : overrides) args += " --set " + o;
+  std::string log;
+  EXPECT_EQ(test::run_cli(args, &log), 3) << log;  // some files failed, the rest written
+  EXPECT_NE(log.find("corrupt.png"), std::string::npos) << log;
+  EXPECT_NE(log.find("empty.jpg"), std::string::npos) << log;
+  EXPECT_NE(log.find("5 scored, 2 failed"), std::string::npos) << log;
+
+  const std::map<std::string, std::pair<int, int>> sizes = {
+      {"rgb", {48, 64}}, {"gray", {40, 40}}, {"deep", {33, 50}}, {"alpha", {32, 32}}, {"plain", {20, 30}}};
+  for (const auto& [stem, hw] : sizes) {
+    const cv::Mat map = read_anomaly_map((tmp.path() / "out/maps" / (stem + ".tiff")).string());
+    EXPECT_EQ(map.rows, hw.first) << stem;
+    EXPECT_EQ(map.cols, hw.second) << stem;
+    EXPECT_TRUE(fs::is_regular_file(tmp.path() / "out/overlays" / (stem + ".png"))) << stem;
+  }
+  std::ifstream js(tmp.path() / "out/scores.json");
+  const nlohmann::json report = nlohmann::json::parse(js);
+  ASSERT_EQ(report["images"].size(), 5u);
+  for (const auto& row : report["images"]) EXPECT_TRUE(std::isfinite(row["score"].get<double>()));
+  EXPECT_EQ(report["failures"].size(), 2u);
+  EXPECT_EQ(report["masks_per_image"].get<int64_t>(), 1 + 4 + 1);  // 𝒦 = {1, 2} + prototype
+  // ⌈6 / 8⌉ batches × ⌊10 · 0.4⌋ steps
+  EXPECT_EQ(report["unet_calls_per_image"].get<double>(), 4.0);
+  std::ifstream csv(tmp.path() / "out/scores.csv");
+  std::string header;
+  std::getline(csv, header);
+  EXPECT_EQ(header, "path,score");
+
+  // The output folder exists now: refused without --overwrite, nothing touched.
+  const auto before = fs::last_write_time(tmp.path() / "out/scores.csv");
+  EXPECT_EQ(test::run_cli(args, &log), 2) << log;
+  EXPECT_NE(log.find("--overwrite"), std::string::npos) << log;
+  EXPECT_EQ(fs::last_write_time(tmp.path() / "out/scores.csv"), before);
+}
+
+TEST(Infer, AnImageGetsTheSameMapUnderAnyNameFormatOrThreshold) {
+  ANOMALYSD_REQUIRE_FIXTURES(fixtures);
+  test::TempDir tmp;
+  const auto overrides = test::small_run_overrides(tmp.path() / "weights");
+  fs::create_directories(tmp.path() / "a");
+  fs::create_directories(tmp.path() / "b");
+  const cv::Mat img = smooth_image(32, 32, 7);
+  cv::imwrite((tmp.path() / "a/first.png").string(), img);
+  cv::imwrite((tmp.path() / "b/zzz_other_name.bmp").string(), img);  // lossless: same pixels
+  cv::imwrite((tmp.path() / "b/aaa_before.png").string(), smooth_image(32, 32, 8));
+  InferOptions o;
+  o.overrides = overrides;
+  o.overrides.push_back("inference.prototype_mask=false");
+  o.model = (fixtures / "pipeline_sd2_inpaint_tiny").string();
+  o.cls = "tile";
+  o.input = (tmp.path() / "a").string();
+  o.output = (tmp.path() / "out_a").string();
+  EXPECT_EQ(run_infer(o).images, 1);
+  o.input = (tmp.path() / "b").string();
+  o.output = (tmp.path() / "out_b").string();
+  o.threshold = 0.5;
+  EXPECT_EQ(run_infer(o).images, 2);
+  const cv::Mat a = read_anomaly_map((tmp.path() / "out_a/maps/first.tiff").string());
+  const cv::Mat b = read_anomaly_map((tmp.path() / "out_b/maps/zzz_other_name.tiff").string());
+  EXPECT_EQ(cv::norm(a, b, cv::NORM_INF), 0.0);
+  std::ifstream csv(tmp.path() / "out_b/scores.csv");
+  std::string header;
+  std::getline(csv, header);
+  EXPECT_EQ(header, "path,score,label");
+}
+
+TEST(Infer, MissingFeatureWeightsNameTheKeyAndTheCommand) {
+  ANOMALYSD_REQUIRE_FIXTURES(fixtures);
+  test::TempDir tmp;
+  fs::create_directories(tmp.path() / "in");
+  cv::imwrite((tmp.path() / "in/x.png").string(), smooth_image(32, 32, 1));
+  InferOptions o;
+  o.overrides = {"features.alexnet=" + (tmp.path() / "none.safetensors").string(), "resolution=32"};
+  o.model = (fixtures / "pipeline_sd2_inpaint_tiny").string();
+  o.cls = "x";
+  o.input = (tmp.path() / "in").string();
+  o.output = (tmp.path() / "out").string();
+  try {
+    run_infer(o);
+    FAIL() << "expected an error";
+  } catch (const InputError& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("features.alexnet"), std::string::npos) << m;
+    EXPECT_NE(m.find("convert_torchvision_weights.py"), std::string::npos) << m;
+    EXPECT_NE(m.find("init-weights"), std::string::npos) << m;
+  }
+  // A resolution the pipeline cannot take (tiny pipeline: multiples of 4).
+  o.overrides = {"resolution=30"};
+  o.output = (tmp.path() / "out2").string();
+  EXPECT_THROW(run_infer(o), InputError);
+}
+
+}  // namespace
+}  // namespace anomalysd
