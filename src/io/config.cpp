@@ -225,7 +225,7 @@ std::vector<T> read_list(const YAML::Node& n, const std::vector<T>& fallback, Co
 std::vector<int64_t> ConfigSection::get_int_list(const std::string& key, const std::vector<int64_t>& fallback,
                                                  int64_t min, int64_t max) {
   const YAML::Node n = value_node(key);
-  if (n.IsMap()) throw error(key, "key '" + full_key(key) + "' must be a list of integers, got a mapping");
+  if (n.IsDefined() && n.IsMap()) throw error(key, "key '" + full_key(key) + "' must be a list of integers, got a mapping");
   return read_list<int64_t>(n, fallback, [&](const YAML::Node& item) {
     const int64_t v = convert<int64_t>(item, key, "a list of integers");
     if (v < min || v > max)
@@ -238,7 +238,7 @@ std::vector<int64_t> ConfigSection::get_int_list(const std::string& key, const s
 std::vector<double> ConfigSection::get_double_list(const std::string& key, const std::vector<double>& fallback,
                                                    double min, double max) {
   const YAML::Node n = value_node(key);
-  if (n.IsMap()) throw error(key, "key '" + full_key(key) + "' must be a list of numbers, got a mapping");
+  if (n.IsDefined() && n.IsMap()) throw error(key, "key '" + full_key(key) + "' must be a list of numbers, got a mapping");
   return read_list<double>(n, fallback, [&](const YAML::Node& item) {
     const double v = convert<double>(item, key, "a list of numbers");
     if (!std::isfinite(v) || v < min || v > max)
@@ -251,7 +251,7 @@ std::vector<double> ConfigSection::get_double_list(const std::string& key, const
 std::vector<std::string> ConfigSection::get_string_list(const std::string& key,
                                                         const std::vector<std::string>& fallback) {
   const YAML::Node n = value_node(key);
-  if (n.IsMap()) throw error(key, "key '" + full_key(key) + "' must be a list of strings, got a mapping");
+  if (n.IsDefined() && n.IsMap()) throw error(key, "key '" + full_key(key) + "' must be a list of strings, got a mapping");
   return read_list<std::string>(n, fallback,
                                 [&](const YAML::Node& item) { return convert<std::string>(item, key, "a list of strings"); });
 }

@@ -141,3 +141,45 @@ TEST(ConfigSection, ValueErrorsInNestedSections) {
 
 }  // namespace
 }  // namespace anomalysd
+
+namespace anomalysd {
+namespace {
+
+TEST(MethodConfig, DefaultsAreThePapersSettings) {
+  const AppConfig c = load_app_config("");
+  EXPECT_EQ(c.resolution, 512);
+  EXPECT_EQ(c.inference.steps, 50);
+  EXPECT_DOUBLE_EQ(c.inference.strength, 0.4);
+  EXPECT_EQ(c.inference.scales, (std::vector<int64_t>{1, 2, 4, 8}));
+  EXPECT_DOUBLE_EQ(c.inference.alpha, 0.1);
+  EXPECT_DOUBLE_EQ(c.inference.blur_sigma, 4.0);
+  EXPECT_DOUBLE_EQ(c.inference.guidance_scale, 1.0);
+  EXPECT_EQ(c.inference.mask_packing, "none");
+  EXPECT_EQ(c.features.taps, (std::vector<int64_t>{3, 5}));
+  EXPECT_EQ(c.train.iou_thresholds, (std::vector<double>{0.0, 0.2, 0.5}));
+  EXPECT_DOUBLE_EQ(c.train.lr, 1e-4);
+  EXPECT_EQ(c.train.batch_size, 8);
+  EXPECT_DOUBLE_EQ(c.train.decoder_lpips_weight, 0.1);
+  // The printed config reads back to the same values.
+  const AppConfig again = AppConfig::from_source(parse_config_text(c.to_yaml(), "printed"));
+  EXPECT_EQ(again.to_yaml(), c.to_yaml());
+}
+
+TEST(MethodConfig, PerClassStrengthAndItsErrors) {
+  ConfigSource s = parse_config_text("inference:\n  class_strength: {screw: 0.3}\n", "cfg.yaml");
+  apply_override(s, "inference.class_strength.wood=0.5");
+  const AppConfig c = AppConfig::from_source(s);
+  EXPECT_DOUBLE_EQ(c.inference.strength_for("screw"), 0.3);
+  EXPECT_DOUBLE_EQ(c.inference.strength_for("wood"), 0.5);
+  EXPECT_DOUBLE_EQ(c.inference.strength_for("bottle"), 0.4);
+  auto bind = [](const ConfigSource& src) { AppConfig::from_source(src); };
+  EXPECT_EQ(config_error("inference:\n  class_strength: {screw: 1.5}\n", bind),
+            "cfg.yaml:2:27: key 'inference.class_strength.screw' = 1.5 is out of range [0, 1]");
+  EXPECT_EQ(config_error("inference:\n  strenght: 0.3\n", bind).substr(0, 46), "cfg.yaml:2:3: unknown key 'inference.strenght'");
+  EXPECT_NE(config_error("inference:\n  multiscale: false\n  prototype_mask: false\n", bind).find("no mask left"), std::string::npos);
+  EXPECT_NE(config_error("inference:\n  mask_packing: grid3x3\n", bind).find("none, grid2x2"), std::string::npos);
+  EXPECT_NE(config_error("train:\n  augment:\n    scale: [1.2, 0.8]\n", bind).find("train.augment.scale"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace anomalysd
