@@ -7,11 +7,13 @@
 #include <filesystem>
 #include <iostream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include "anomalysd/app/eval.h"
 #include "anomalysd/app/infer.h"
 #include "anomalysd/app_config.h"
 #include "anomalysd/io/errors.h"
@@ -136,21 +138,37 @@ int run_eval_maps(const EvalMapsCli& o) {
 struct MergeCli {
   std::vector<std::string> inputs;
   std::string output;
+  std::string root;
 };
 
 int run_merge(const MergeCli& o) {
-  std::vector<anomalysd::RunResults> runs;
-  std::vector<std::string> sources;
-  for (const auto& in : o.inputs) {
-    const std::filesystem::path p(in);
-    const std::string file = std::filesystem::is_directory(p) ? (p / "metrics.json").string() : in;
-    runs.push_back(anomalysd::RunResults::load(file));
-    sources.push_back(file);
+  const auto merged = anomalysd::merge_runs(o.inputs, o.output, o.root);
+  if (merged.size() == 1)
+    std::cout << anomalysd::results_table(merged[0]);
+  else
+    std::cout << anomalysd::settings_table(merged);
+  spdlog::info("wrote {}/ ({})", o.output, merged.size() == 1 ? "metrics.json, metrics.csv, table.md" : "table.md and one folder per setting");
+  return 0;
+}
+
+struct EvalCli {
+  anomalysd::EvalOptions options;
+  std::string shard;
+};
+
+int run_eval_cli(EvalCli o) {
+  if (!o.shard.empty()) std::tie(o.options.shard_index, o.options.shard_count) = anomalysd::parse_shard(o.shard);
+  const anomalysd::EvalSummary s = anomalysd::run_eval(o.options);
+  std::cout << anomalysd::results_table(s.results);
+  std::printf("\nimages: %lld (%lld computed now, %lld from a previous run); UNet calls now: %lld\n", static_cast<long long>(s.images),
+              static_cast<long long>(s.computed), static_cast<long long>(s.resumed), static_cast<long long>(s.unet_calls));
+  if (s.computed > 0) {
+    std::printf("time: %.1f s; %.2f s per image", s.seconds, s.seconds_per_image);
+    for (const auto& [cls, sec] : s.seconds_per_class) std::printf("; %s %.2f", cls.c_str(), sec);
+    std::printf("\n");
   }
-  const anomalysd::RunResults merged = anomalysd::merge_results(runs, sources);
-  std::filesystem::create_directories(o.output);
-  anomalysd::write_results(merged, (std::filesystem::path(o.output) / "metrics.json").string());
-  std::cout << anomalysd::results_table(merged);
+  std::printf("wrote %s/{run.json, shots.json, maps/, scores.csv, metrics.json, metrics.csv, table.md, report.html, report.png}\n",
+              s.output.c_str());
   return 0;
 }
 
@@ -238,9 +256,28 @@ int main(int argc, char** argv) {
   eval_maps_cmd->add_option("--output", eval_maps.output, "metrics JSON file (metrics.csv and table.md are written beside it)")->required();
 
   MergeCli merge;
-  CLI::App* merge_cmd = app.add_subcommand("merge-results", "Merge partial results (metrics.json files or their folders) into one table");
-  merge_cmd->add_option("inputs", merge.inputs, "Result folders or metrics.json files")->required();
+  CLI::App* merge_cmd = app.add_subcommand(
+      "merge-results", "Merge eval shards (metrics on the union of their maps), partial results and settings into tables");
+  merge_cmd->add_option("inputs", merge.inputs, "eval output folders, result folders or metrics.json files")->required();
   merge_cmd->add_option("--output", merge.output, "Output folder")->required();
+  merge_cmd->add_option("--root", merge.root, "Dataset root, when it moved since the eval runs (run.json records theirs)");
+
+  EvalCli eval;
+  CLI::App* eval_cmd = app.add_subcommand("eval", "Evaluate AnomalySD on MVTec-AD / VisA / a folder dataset (resumable, shardable)");
+  eval_cmd->add_option("--config", eval.options.config, "YAML config (default: the embedded default)");
+  eval_cmd->add_option("--dataset", eval.options.dataset, "mvtec | visa | folder")->check(CLI::IsMember({"mvtec", "visa", "folder"}))->capture_default_str();
+  eval_cmd->add_option("--root", eval.options.root, "Dataset folder")->required();
+  eval_cmd->add_option("--model", eval.options.model, "Inpainting pipeline folder (overrides model.path)");
+  eval_cmd->add_option("--shots", eval.options.shots, "K normal shots per class (0 = zero-shot)");
+  eval_cmd->add_option("--output", eval.options.output, "Output folder (rerun the same command to resume)")->required();
+  eval_cmd->add_option("--classes", eval.options.classes, "Classes (default: all)");
+  eval_cmd->add_option("--shots-file", eval.options.shots_file, "Reuse a shots.json (the one finetune wrote for a fine-tuned model)");
+  eval_cmd->add_option("--shard", eval.shard, "I/N: evaluate the I-th of N shares of the test images");
+  eval_cmd->add_option("--limit-per-class", eval.options.limit_per_class, "Only the first N test images of each class (normal and anomalous alike)");
+  eval_cmd->add_option("--setting", eval.options.setting, "Table label of the setting (default: K-shot)");
+  eval_cmd->add_option("--method", eval.options.method, "Table label of the method (e.g. for ablations)")->capture_default_str();
+  eval_cmd->add_flag("--overwrite", eval.options.overwrite, "Discard a previous run in --output made with another config");
+  eval_cmd->add_option("--set", eval.options.overrides, "Override a config key: --set a.b.c=value (repeatable)");
 
   try {
     app.parse(argc, argv);
@@ -260,6 +297,7 @@ int main(int argc, char** argv) {
     if (forward_cmd->parsed()) return run_forward(forward);
     if (bench_cmd->parsed()) return run_bench(bench);
     if (infer_cmd->parsed()) return run_infer_cli(infer);
+    if (eval_cmd->parsed()) return run_eval_cli(eval);
     if (init_cmd->parsed()) {
       const auto parent = std::filesystem::path(init_weights.output).parent_path();
       if (!parent.empty()) std::filesystem::create_directories(parent);

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include <ATen/ATen.h>
@@ -20,9 +21,11 @@ namespace anomalysd {
 
 namespace fs = std::filesystem;
 
-namespace {
+std::string sample_key(const std::string& cls, const std::string& defect, const std::string& id) {
+  return cls + "/" + defect + "/" + id;
+}
 
-std::map<std::string, double> read_scores(const std::string& path) {
+std::map<std::string, double> read_scores_csv(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw FormatError(path, "cannot open scores file");
   std::map<std::string, double> scores;
@@ -43,7 +46,7 @@ std::map<std::string, double> read_scores(const std::string& path) {
       std::size_t used = 0;
       const double v = std::stod(score, &used);
       if (!std::isfinite(v)) throw std::invalid_argument("not finite");
-      scores[cls + "/" + defect + "/" + id] = v;
+      scores[sample_key(cls, defect, id)] = v;
     } catch (const std::exception&) {
       throw FormatError(path + ":" + std::to_string(row), "score '" + score + "' is not a finite number");
     }
@@ -51,8 +54,21 @@ std::map<std::string, double> read_scores(const std::string& path) {
   return scores;
 }
 
+namespace {
+
 std::string map_path(const std::string& maps, const TestSample& s) {
   return (fs::path(maps) / s.cls / "test" / s.defect / (s.id + ".tiff")).string();
+}
+
+// The first of the map folders that holds the sample's map (the first folder's path if none does).
+std::string find_map(const EvalMapsOptions& o, const TestSample& s) {
+  const std::string first = map_path(o.maps, s);
+  if (fs::is_regular_file(first)) return first;
+  for (const auto& dir : o.extra_maps) {
+    const std::string p = map_path(dir, s);
+    if (fs::is_regular_file(p)) return p;
+  }
+  return first;
 }
 
 }  // namespace
@@ -61,13 +77,29 @@ RunResults evaluate_maps(const EvalMapsOptions& o) {
   const auto start = std::chrono::steady_clock::now();
   const Dataset dataset = load_dataset(o.dataset, o.root, o.classes);
   if (!fs::is_directory(o.maps)) throw FormatError(o.maps, "maps folder not found");
-  const std::map<std::string, double> given_scores = o.scores_csv.empty() ? std::map<std::string, double>() : read_scores(o.scores_csv);
+  std::map<std::string, double> given_scores;
+  std::vector<std::string> score_files;
+  if (!o.scores_csv.empty()) score_files.push_back(o.scores_csv);
+  score_files.insert(score_files.end(), o.extra_scores.begin(), o.extra_scores.end());
+  for (const auto& file : score_files)
+    for (const auto& [key, v] : read_scores_csv(file)) {
+      const auto [it, inserted] = given_scores.emplace(key, v);
+      if (!inserted && it->second != v) throw FormatError(file, "score of " + key + " differs from another score file's");
+    }
+  const bool with_scores = !score_files.empty();
+  auto selected = [&](const TestSample& s) { return o.subset.empty() || o.subset.count(sample_key(s.cls, s.defect, s.id)) != 0; };
 
   // Every map must be there before any work starts.
   std::vector<std::string> missing;
+  std::set<std::string> found;
   for (const auto& c : dataset.classes)
-    for (const auto& s : c.test)
-      if (!fs::is_regular_file(map_path(o.maps, s))) missing.push_back(map_path(o.maps, s));
+    for (const auto& s : c.test) {
+      if (!selected(s)) continue;
+      found.insert(sample_key(s.cls, s.defect, s.id));
+      if (!fs::is_regular_file(find_map(o, s))) missing.push_back(find_map(o, s));
+    }
+  for (const auto& key : o.subset)
+    if (!found.count(key)) throw InputError("sample " + key + " is not a test image of the dataset at " + o.root);
   if (!missing.empty()) {
     std::string list;
     for (std::size_t i = 0; i < missing.size() && i < 10; ++i) list += "\n  " + missing[i];
@@ -81,7 +113,12 @@ RunResults evaluate_maps(const EvalMapsOptions& o) {
   results.setup = o.setup;
   results.config = {{"dataset", o.dataset}, {"root", o.root},          {"maps", o.maps},          {"scores_csv", o.scores_csv},
                     {"eval_size", o.eval_size}, {"fpr_limit", o.fpr_limit}, {"classes", o.classes}};
-  for (const ClassData& c : dataset.classes) {
+  for (const ClassData& full : dataset.classes) {
+    ClassData c = full;
+    c.test.clear();
+    for (const auto& s : full.test)
+      if (selected(s)) c.test.push_back(s);
+    if (c.test.empty()) continue;
     const auto class_start = std::chrono::steady_clock::now();
     ProgressBar bar(c.name, static_cast<int64_t>(c.test.size()), "img");
     PixelMetricAccumulator pixels;
@@ -93,14 +130,14 @@ RunResults evaluate_maps(const EvalMapsOptions& o) {
       if (mask.rows != h || mask.cols != w)
         throw FormatError(s.mask, "mask is " + std::to_string(mask.cols) + "x" + std::to_string(mask.rows) + " but its image is " +
                                       std::to_string(w) + "x" + std::to_string(h));
-      cv::Mat map = read_anomaly_map(map_path(o.maps, s));
+      cv::Mat map = read_anomaly_map(find_map(o, s));
       const cv::Size size = o.eval_size > 0 ? cv::Size(static_cast<int>(o.eval_size), static_cast<int>(o.eval_size)) : mask.size();
       if (map.size() != size) cv::resize(map, map, size, 0, 0, cv::INTER_LINEAR);
       if (mask.size() != size) cv::resize(mask, mask, size, 0, 0, cv::INTER_NEAREST);
       if (c.has_masks) pixels.add(map.ptr<float>(), mask.ptr<uint8_t>(), map.rows, map.cols);
-      const auto given = given_scores.find(s.cls + "/" + s.defect + "/" + s.id);
-      if (!o.scores_csv.empty() && given == given_scores.end())
-        throw FormatError(o.scores_csv, "no score for " + s.cls + "/" + s.defect + "/" + s.id);
+      const auto given = given_scores.find(sample_key(s.cls, s.defect, s.id));
+      if (with_scores && given == given_scores.end())
+        throw FormatError(score_files.front(), "no score for " + sample_key(s.cls, s.defect, s.id));
       double max_value;
       cv::minMaxLoc(map, nullptr, &max_value);
       image_scores.push_back(static_cast<float>(given != given_scores.end() ? given->second : max_value));

@@ -87,7 +87,7 @@ ClassResult RunResults::mean() const {
 nlohmann::json RunResults::to_json() const {
   nlohmann::json per_class = nlohmann::json::object();
   for (const auto& c : classes) per_class[c.name] = class_json(c);
-  return {{"format", "anomalysd-metrics"}, {"dataset", dataset}, {"method", method}, {"setup", setup},
+  return {{"format", "anomalysd-metrics"}, {"dataset", dataset}, {"method", method}, {"setup", setup}, {"note", note},
           {"classes", per_class},         {"mean", class_json(mean())}, {"config", config},
           {"shots", shots},               {"versions", versions},      {"timing", {{"seconds", seconds}}}};
 }
@@ -99,6 +99,7 @@ RunResults RunResults::from_json(const nlohmann::json& j, const std::string& whe
     r.dataset = j.at("dataset").get<std::string>();
     r.method = j.at("method").get<std::string>();
     r.setup = j.at("setup").get<std::string>();
+    r.note = j.value("note", "");
     for (const auto& [name, v] : j.at("classes").items()) {
       ClassResult c;
       c.name = name;
@@ -159,6 +160,23 @@ std::string results_table(const RunResults& r) {
   for (const auto& c : r.classes) row(c, false);
   row(m, true);
   s << "\n" << r.dataset << ", " << r.classes.size() << " classes; metrics in percent (PRO: AUPRO up to FPR 0.3, normalised).\n";
+  if (!r.note.empty()) s << "Note: " << r.note << ".\n";
+  return s.str();
+}
+
+std::string settings_table(const std::vector<RunResults>& runs) {
+  std::ostringstream s;
+  s << "| Dataset | Setup | Method | Image AUROC | Image AUPR | Image F1-max | Pixel AUROC | Pixel PRO |\n";
+  s << "|---|---|---|---|---|---|---|---|\n";
+  for (const auto& r : runs) {
+    const ClassResult m = r.mean();
+    s << "| " << r.dataset << " | " << (r.setup.empty() ? "-" : r.setup) << " | " << r.method << " | " << percent(m.image_auroc) << " | "
+      << percent(m.image_ap) << " | " << percent(m.image_f1_max) << " | " << percent(m.pixel_auroc) << " | " << percent(m.pixel_pro)
+      << " |\n";
+  }
+  s << "\nMean over classes, percent (PRO: AUPRO up to FPR 0.3, normalised).\n";
+  for (const auto& r : runs)
+    if (!r.note.empty()) s << "- " << r.dataset << " " << r.setup << " " << r.method << ": " << r.note << ".\n";
   return s.str();
 }
 

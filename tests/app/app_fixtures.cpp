@@ -6,6 +6,9 @@
 #include <fstream>
 #include <sstream>
 
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
 #include "anomalysd/tools/components.h"
 
 namespace anomalysd::test {
@@ -21,6 +24,46 @@ std::vector<std::string> small_run_overrides(const std::filesystem::path& dir) {
   return {"features.alexnet=" + alexnet, "features.lpips=" + lpips, "features.efficientnet=" + eff,
           "features.efficientnet_variant=0", "resolution=32", "inference.steps=10", "inference.scales=[1,2]",
           "inference.blur_sigma=1", "threads=1", "device=cpu"};
+}
+
+void make_textured_dataset(const std::filesystem::path& root, const std::vector<std::string>& classes, int train, int good, int bad,
+                           int size) {
+  namespace fs = std::filesystem;
+  int seed = 1;
+  auto texture = [&](int s) {
+    cv::RNG rng(static_cast<uint64_t>(s));
+    cv::Mat small(4, 4, CV_32FC3);
+    rng.fill(small, cv::RNG::UNIFORM, 0.3, 0.7);
+    cv::Mat big, out;
+    cv::resize(small, big, cv::Size(size, size), 0, 0, cv::INTER_LINEAR);
+    big.convertTo(out, CV_8U, 255.0);
+    return out;
+  };
+  char name[32];
+  for (const auto& cls : classes) {
+    fs::create_directories(root / cls / "train/good");
+    fs::create_directories(root / cls / "test/good");
+    fs::create_directories(root / cls / "test/square");
+    fs::create_directories(root / cls / "ground_truth/square");
+    for (int i = 0; i < train; ++i) {
+      std::snprintf(name, sizeof name, "%03d.png", i);
+      cv::imwrite((root / cls / "train/good" / name).string(), texture(seed++));
+    }
+    for (int i = 0; i < good; ++i) {
+      std::snprintf(name, sizeof name, "%03d.png", i);
+      cv::imwrite((root / cls / "test/good" / name).string(), texture(seed++));
+    }
+    for (int i = 0; i < bad; ++i) {
+      cv::Mat img = texture(seed++);
+      cv::Mat mask = cv::Mat::zeros(size, size, CV_8U);
+      const int s = size / 4, r = (i * 7) % (size - s), c = (i * 11 + 3) % (size - s);
+      img(cv::Rect(c, r, s, s)).setTo(cv::Scalar(250, 250, 250));
+      mask(cv::Rect(c, r, s, s)).setTo(255);
+      std::snprintf(name, sizeof name, "%03d", i);
+      cv::imwrite((root / cls / "test/square" / (std::string(name) + ".png")).string(), img);
+      cv::imwrite((root / cls / "ground_truth/square" / (std::string(name) + "_mask.png")).string(), mask);
+    }
+  }
 }
 
 int run_cli(const std::string& args, std::string* log) {

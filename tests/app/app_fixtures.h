@@ -12,6 +12,11 @@ namespace anomalysd::test {
 // overrides that point the config at them (plus small, fast inference settings at 32²).
 std::vector<std::string> small_run_overrides(const std::filesystem::path& dir);
 
+// A small MVTec-layout dataset of smooth random textures: per class `train` normal training
+// images, `good` normal and `bad` anomalous test images (a bright square, its exact mask), size².
+void make_textured_dataset(const std::filesystem::path& root, const std::vector<std::string>& classes, int train, int good, int bad,
+                           int size = 32);
+
 // Runs the CLI (ANOMALYSD_CLI) with arguments; returns its exit code, output in `log`.
 int run_cli(const std::string& args, std::string* log = nullptr);
 

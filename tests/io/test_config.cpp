@@ -36,6 +36,15 @@ TEST(Config, EmbeddedDefaultHoldsTheDocumentedDefaults) {
 TEST(Config, ShippedConfigsAreValid) {
   const AppConfig c = load_app_config(std::string(ANOMALYSD_SOURCE_DIR) + "/configs/default.yaml");
   EXPECT_EQ(c.runtime.device, "auto");
+  const std::string dir = std::string(ANOMALYSD_SOURCE_DIR) + "/configs/";
+  const AppConfig mvtec = load_app_config(dir + "mvtec.yaml");
+  EXPECT_EQ(mvtec.inference.class_strength.size(), 15u);
+  EXPECT_DOUBLE_EQ(mvtec.inference.strength_for("screw"), 0.4);
+  EXPECT_EQ(resolve_config_path(mvtec, mvtec.prompts.at(0)).find("prompts/mvtec.yaml") != std::string::npos, true);
+  EXPECT_EQ(load_app_config(dir + "visa.yaml").inference.class_strength.size(), 12u);
+  const AppConfig fast = load_app_config(dir + "fast.yaml");
+  EXPECT_EQ(fast.inference.mask_packing, "grid2x2");
+  EXPECT_EQ(fast.inference.steps, 20);
 }
 
 TEST(Config, ReadsValuesAndOverrides) {

@@ -3,6 +3,8 @@
 // ground truth with the same metric code as `anomalysd eval`.
 #pragma once
 
+#include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -20,7 +22,19 @@ struct EvalMapsOptions {
   double fpr_limit = 0.3;
   std::string method = "method";
   std::string setup;
+  // Shards of one evaluation: further map folders and score files. A map is taken from the first
+  // folder that holds it; scores are the union of the files (a sample in two must agree).
+  std::vector<std::string> extra_maps;
+  std::vector<std::string> extra_scores;
+  // Evaluate only these samples ("class/defect/id"); empty = every test image of the classes.
+  std::set<std::string> subset;
 };
+
+// "class/defect/id": how samples are named in score files, subsets and shards.
+std::string sample_key(const std::string& cls, const std::string& defect, const std::string& id);
+
+// Reads a scores CSV (header class,defect,id,score) into sample key -> score.
+std::map<std::string, double> read_scores_csv(const std::string& path);
 
 RunResults evaluate_maps(const EvalMapsOptions& options);
 

@@ -23,6 +23,7 @@ struct RunResults {
   std::string dataset;  // mvtec | visa | folder
   std::string method = "AnomalySD";
   std::string setup;    // e.g. "1-shot"
+  std::string note;     // e.g. "first 10 test images per class": printed under the tables
   std::vector<ClassResult> classes;
   nlohmann::json config = nlohmann::json::object();
   nlohmann::json shots = nlohmann::json::object();
@@ -42,6 +43,9 @@ std::string results_csv(const RunResults& r);
 // Table 1 layout: Setup | Method | image AUROC / AUPR / F1-max | pixel AUROC / PRO (percent, one
 // decimal), then a per-class table with every metric.
 std::string results_table(const RunResults& r);
+
+// Table 1 of the paper across settings: one row per run (dataset, setup, method), mean metrics.
+std::string settings_table(const std::vector<RunResults>& runs);
 
 // Writes `json_path` and, beside it, metrics.csv and table.md — each atomically.
 void write_results(const RunResults& r, const std::string& json_path);
