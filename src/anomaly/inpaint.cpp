@@ -57,7 +57,8 @@ torch::Tensor decode_latents(SdPipeline& pipe, const torch::Tensor& latents) {
 }
 
 torch::Tensor inpaint_condition(SdPipeline& pipe, const torch::Tensor& image, const torch::Tensor& masks) {
-  if (image.dim() != 4 || image.size(0) != 1 || image.size(1) != 3) throw ShapeError("inpaint: image must be [1, 3, H, W]");
+  if (image.dim() != 4 || image.size(1) != 3 || (image.size(0) != 1 && image.size(0) != masks.size(0)))
+    throw ShapeError("inpaint: image must be [1, 3, H, W] (or one image per mask)");
   if (masks.dim() != 4 || masks.size(1) != 1 || masks.size(2) != image.size(2) || masks.size(3) != image.size(3))
     throw ShapeError("inpaint: masks must be [M, 1, H, W] with the image's H, W");
   const torch::Tensor& w = unet_weight(pipe);

@@ -14,6 +14,7 @@
 #include <spdlog/spdlog.h>
 
 #include "anomalysd/app/eval.h"
+#include "anomalysd/app/finetune.h"
 #include "anomalysd/app/infer.h"
 #include "anomalysd/app_config.h"
 #include "anomalysd/io/errors.h"
@@ -111,6 +112,23 @@ int run_infer_cli(const anomalysd::InferOptions& o) {
               static_cast<long long>(s.masks_per_image), s.unet_calls_per_image);
   std::printf("wrote %s/{maps/*.tiff, overlays/*.png, scores.csv, scores.json}\n", s.output.c_str());
   return s.failures > 0 ? kExitSomeFilesFailed : 0;
+}
+
+int run_finetune_cli(const anomalysd::FinetuneOptions& o) {
+  const anomalysd::FinetuneSummary s = anomalysd::run_finetune(o);
+  std::printf("fine-tuned on %lld image(s): %lld UNet step(s), %lld decoder step(s)%s\n", static_cast<long long>(s.images),
+              static_cast<long long>(s.unet_steps), static_cast<long long>(s.decoder_steps),
+              s.start_step > 0 ? (", resumed at step " + std::to_string(s.start_step)).c_str() : "");
+  if (s.unet_steps > 0 && s.steps_run > 0) std::printf("UNet loss: %.5f -> %.5f\n", s.first_unet_loss, s.last_unet_loss);
+  if (s.decoder_steps > 0 && s.steps_run > 0) std::printf("decoder loss: %.5f -> %.5f\n", s.first_decoder_loss, s.last_decoder_loss);
+  std::printf("time: %.1f s, %.3f steps/s\n", s.seconds, s.steps_per_second);
+  if (!s.finished) {
+    std::printf("stopped early (--stop-after); continue with --resume\n");
+    return 0;
+  }
+  std::printf("wrote %s (pipeline folder + shots.json); evaluate it with: anomalysd eval --model %s --shots-file %s/shots.json ...\n",
+              s.model_dir.c_str(), s.model_dir.c_str(), s.model_dir.c_str());
+  return 0;
 }
 
 struct InitWeightsCli {
@@ -224,6 +242,22 @@ int main(int argc, char** argv) {
   infer_cmd->add_flag("--overwrite", infer.overwrite, "Write into an existing output folder");
   infer_cmd->add_option("--set", infer.overrides, "Override a config key: --set a.b.c=value (repeatable)");
 
+  anomalysd::FinetuneOptions finetune;
+  CLI::App* finetune_cmd = app.add_subcommand("finetune", "Few-shot multi-class fine-tuning of the inpainting UNet and the VAE decoder");
+  finetune_cmd->add_option("--config", finetune.config, "YAML config (default: the embedded default); train.* keys");
+  finetune_cmd->add_option("--model", finetune.model, "Base inpainting pipeline folder (overrides model.path)");
+  finetune_cmd->add_option("--dataset", finetune.dataset, "mvtec | visa | folder")->check(CLI::IsMember({"mvtec", "visa", "folder"}))->capture_default_str();
+  finetune_cmd->add_option("--root", finetune.root, "Dataset folder")->required();
+  finetune_cmd->add_option("--shots", finetune.shots, "K normal shots per class")->capture_default_str();
+  finetune_cmd->add_option("--output", finetune.output, "Output folder")->required();
+  finetune_cmd->add_option("--classes", finetune.classes, "Classes (default: all)");
+  finetune_cmd->add_flag("--resume", finetune.resume, "Continue from the newest complete checkpoint");
+  finetune_cmd->add_flag("--overwrite", finetune.overwrite, "Discard a previous run in --output");
+  finetune_cmd->add_flag("--save-masks", finetune.save_masks, "Write the foreground and sample training masks to <output>/masks");
+  finetune_cmd->add_option("--variant", finetune.save_variant, "Save the weights as fp16 (*.fp16.safetensors)")->check(CLI::IsMember({"", "fp16"}));
+  finetune_cmd->add_option("--stop-after", finetune.stop_after, "Run at most N steps, checkpoint and stop (continue with --resume)");
+  finetune_cmd->add_option("--set", finetune.overrides, "Override a config key: --set train.unet_steps=100 (repeatable)");
+
   InitWeightsCli init_weights;
   CLI::App* init_cmd = app.add_subcommand("init-weights", "Write seeded random feature-network weights (tests, demos without downloads)");
   init_cmd->add_option("--arch", init_weights.arch, "efficientnet_b6 (or _b0.._b7) | alexnet | lpips")->required();
@@ -298,6 +332,7 @@ int main(int argc, char** argv) {
     if (bench_cmd->parsed()) return run_bench(bench);
     if (infer_cmd->parsed()) return run_infer_cli(infer);
     if (eval_cmd->parsed()) return run_eval_cli(eval);
+    if (finetune_cmd->parsed()) return run_finetune_cli(finetune);
     if (init_cmd->parsed()) {
       const auto parent = std::filesystem::path(init_weights.output).parent_path();
       if (!parent.empty()) std::filesystem::create_directories(parent);

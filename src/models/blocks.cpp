@@ -71,7 +71,7 @@ torch::Tensor scaled_dot_product_attention(const torch::Tensor& q, const torch::
       }
       const torch::Tensor probs = scores.softmax(-1).to(v.scalar_type());
       torch::Tensor target = out.narrow(0, h0, nh).narrow(1, r0, nr);
-      if (nr == lq)
+      if (nr == lq && !torch::GradMode::is_enabled())  // out= kernels have no autograd
         torch::bmm_out(target, probs, v3.narrow(0, h0, nh));
       else
         target.copy_(torch::bmm(probs, v3.narrow(0, h0, nh)));

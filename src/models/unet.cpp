@@ -1,6 +1,8 @@
 // Port of diffusers v0.27 unets/unet_2d_condition.py and unets/unet_2d_blocks.py (the blocks SD uses).
 #include "anomalysd/models/unet.h"
 
+#include "anomalysd/models/gradient_checkpoint.h"
+
 #include <cmath>
 #include <filesystem>
 
@@ -215,15 +217,57 @@ torch::Tensor UNet2DConditionModelImpl::forward(const torch::Tensor& sample, con
 
   // 2. pre-process
   torch::Tensor x = conv_in(sample);
-  // 3. down
   std::vector<torch::Tensor> skips{x};
-  for (const auto& block : *down_blocks) x = block->as<DownBlock2DImpl>()->forward(x, temb, context, skips);
-  // 4. mid
-  x = mid_block(x, temb, context);
-  // 5. up
-  for (const auto& block : *up_blocks) x = block->as<UpBlock2DImpl>()->forward(x, skips, temb, context);
+  if (gradient_checkpointing && is_training() && torch::GradMode::is_enabled()) {
+    x = forward_blocks_checkpointed(x, temb, context, skips);
+  } else {
+    // 3. down
+    for (const auto& block : *down_blocks) x = block->as<DownBlock2DImpl>()->forward(x, temb, context, skips);
+    // 4. mid
+    x = mid_block(x, temb, context);
+    // 5. up
+    for (const auto& block : *up_blocks) x = block->as<UpBlock2DImpl>()->forward(x, skips, temb, context);
+  }
   // 6. post-process
   return conv_out(F::silu(conv_norm_out(x)));
+}
+
+torch::Tensor UNet2DConditionModelImpl::forward_blocks_checkpointed(torch::Tensor x, const torch::Tensor& temb,
+                                                                   const torch::Tensor& context, std::vector<torch::Tensor>& skips) {
+  using torch::autograd::variable_list;
+  // 3. down: a block's output is also its last skip
+  for (const auto& block : *down_blocks) {
+    auto* b = block->as<DownBlock2DImpl>();
+    const variable_list out = checkpointed(
+        [b](const variable_list& in) {
+          std::vector<torch::Tensor> produced;
+          b->forward(in[0], in[1], in[2], produced);
+          return variable_list(produced.begin(), produced.end());
+        },
+        {x, temb, context});
+    skips.insert(skips.end(), out.begin(), out.end());
+    x = out.back();
+  }
+  // 4. mid
+  auto* mid = mid_block.get();
+  x = checkpointed([mid](const variable_list& in) { return variable_list{mid->forward(in[0], in[1], in[2])}; }, {x, temb, context})[0];
+  // 5. up: each block consumes one skip per resnet and reads the next skip's size
+  for (const auto& block : *up_blocks) {
+    auto* b = block->as<UpBlock2DImpl>();
+    const std::size_t n = b->resnets->size();
+    const bool has_next = skips.size() > n;
+    variable_list in{x, temb, context};
+    if (has_next) in.push_back(skips[skips.size() - n - 1]);
+    in.insert(in.end(), skips.end() - static_cast<std::ptrdiff_t>(n), skips.end());
+    skips.resize(skips.size() - n);
+    x = checkpointed(
+        [b](const variable_list& v) {
+          std::vector<torch::Tensor> own(v.begin() + 3, v.end());
+          return variable_list{b->forward(v[0], own, v[1], v[2])};
+        },
+        in)[0];
+  }
+  return x;
 }
 
 UNet2DConditionModel load_unet(const std::string& dir, const std::string& variant) {

@@ -58,7 +58,8 @@ torch::Tensor encode_latents(SdPipeline& pipe, const torch::Tensor& images);
 torch::Tensor decode_latents(SdPipeline& pipe, const torch::Tensor& latents);
 
 // The UNet input of eq. (11) without z_t: per mask [m↓; z°] ([M, 1 + Z, h, w]), from masks
-// [M, 1, H, W] and the image [1, 3, H, W] in [0, 1]. Fine-tuning builds its input with this too.
+// [M, 1, H, W] and the image [1, 3, H, W] in [0, 1] (or [M, 3, H, W]: one image per mask).
+// Fine-tuning builds its input with this too.
 torch::Tensor inpaint_condition(SdPipeline& pipe, const torch::Tensor& image, const torch::Tensor& masks);
 
 struct InpaintResult {

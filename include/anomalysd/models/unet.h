@@ -77,10 +77,17 @@ struct UNet2DConditionModelImpl : torch::nn::Module {
   // sample [B, in, H, W]; timestep int/float [B] or 0-d (broadcast); context [B, S, E] -> [B, out, H, W]
   torch::Tensor forward(const torch::Tensor& sample, const torch::Tensor& timestep, const torch::Tensor& context);
 
+  // Steps 3–5 with each block checkpointed (gradient_checkpointing).
+  torch::Tensor forward_blocks_checkpointed(torch::Tensor x, const torch::Tensor& temb, const torch::Tensor& context,
+                                            std::vector<torch::Tensor>& skips);
+
   // Sinusoidal embedding [B, C0] of timesteps [B] (diffusers get_timestep_embedding).
   torch::Tensor time_proj(const torch::Tensor& timesteps) const;
 
   UNetConfig config;
+  // Training only: recompute each down, mid and up block's activations in backward instead of
+  // keeping them (diffusers' enable_gradient_checkpointing).
+  bool gradient_checkpointing = false;
   torch::nn::Conv2d conv_in{nullptr}, conv_out{nullptr};
   TimestepEmbedding time_embedding{nullptr};
   torch::nn::ModuleList down_blocks, up_blocks;
