@@ -37,8 +37,10 @@ ClosureRegistry& registry() {
 }
 
 struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction> {
-  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, int64_t id,
-                                                const torch::autograd::variable_list& inputs) {
+  // `inputs` as a TensorList: that is how autograd sees a list of tensors as differentiable inputs
+  // (a std::vector argument would count as one non-tensor argument).
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, int64_t id, at::TensorList input_list) {
+    const torch::autograd::variable_list inputs(input_list.begin(), input_list.end());
     ctx->saved_data["id"] = id;
     ctx->save_for_backward(inputs);
     std::vector<int64_t> needs;  // which inputs want a gradient
@@ -84,7 +86,7 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
 
 torch::autograd::variable_list checkpointed(const BlockFunction& fn, const torch::autograd::variable_list& inputs) {
   if (!torch::GradMode::is_enabled()) return fn(inputs);
-  return CheckpointFunction::apply(registry().put(fn), inputs);
+  return CheckpointFunction::apply(registry().put(fn), at::TensorList(inputs));
 }
 
 }  // namespace anomalysd

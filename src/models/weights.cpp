@@ -6,6 +6,7 @@
 #include <set>
 
 #include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
 #include "anomalysd/io/errors.h"
@@ -42,6 +43,17 @@ std::vector<std::string> find_weight_files(const std::string& dir, const std::st
     std::vector<std::string> out;
     for (const auto& s : shards) out.push_back((fs::path(dir) / s).string());
     return out;
+  }
+
+  // As diffusers: a component without the requested variant falls back to its plain weights
+  // (a fine-tuned folder saved as fp16 keeps the base's float32 text encoder, for example).
+  if (!variant.empty()) {
+    try {
+      auto plain = find_weight_files(dir, base, "");
+      spdlog::info("{}: no {} variant, loading {}", dir, variant, fs::path(plain[0]).filename().string());
+      return plain;
+    } catch (const FormatError&) {
+    }
   }
 
   std::string present;
