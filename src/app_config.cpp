@@ -210,6 +210,11 @@ const std::string& embedded_default_config() {
   return text;
 }
 
+const std::string& embedded_demo_config() {
+  static const std::string text(kEmbeddedDemoConfig);
+  return text;
+}
+
 AppConfig load_app_config(const std::string& path, const std::vector<std::string>& overrides) {
   ConfigSource source = path.empty() ? parse_config_text(embedded_default_config(), "<embedded default config>")
                                      : load_config_file(path);

@@ -106,6 +106,8 @@ struct AppConfig {
 
 // The config compiled into the binary (configs/default.yaml at build time).
 const std::string& embedded_default_config();
+// The demo's config (configs/demo.yaml at build time): `anomalysd demo` runs on it.
+const std::string& embedded_demo_config();
 
 // Loads `path` (the embedded default when empty), applies `--set` overrides, binds and validates.
 AppConfig load_app_config(const std::string& path, const std::vector<std::string>& overrides = {});

@@ -10,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include "anomalysd/app/method.h"
+#include "anomalysd/anomaly/scores.h"
 #include "anomalysd/app/report.h"
 #include "anomalysd/data/image_io.h"
 #include "anomalysd/io/atomic_write.h"
@@ -39,6 +40,15 @@ std::string hex(uint64_t v) {
 
 std::string map_file(const fs::path& output, const TestSample& s) {
   return (output / "maps" / s.cls / "test" / s.defect / (s.id + ".tiff")).string();
+}
+
+// The ablation variants written from the same inpaintings: folder name, table label.
+struct Variant {
+  std::string name, label;
+};
+const std::vector<Variant>& ablation_variants() {
+  static const std::vector<Variant> v = {{"multiscale", "multi-scale masks only"}, {"prototype", "prototype mask only"}};
+  return v;
 }
 
 std::string relative_to(const std::string& path, const std::string& root) {
@@ -211,7 +221,7 @@ EvalSummary run_eval(const EvalOptions& o) {
         throw InputError(o.output + ": holds a run with another config, model, shots or shard (config hash " + before + ", now " + hash +
                          "); rerun the same command to resume it, pass --overwrite to discard it, or choose another --output");
       spdlog::warn("--overwrite: discarding the previous run in {}", o.output);
-      for (const char* p : {"maps", "report"}) fs::remove_all(out / p);
+      for (const char* p : {"maps", "report", "variants"}) fs::remove_all(out / p);
       for (const char* f : {"scores.csv", "metrics.json", "metrics.csv", "table.md", "report.html", "report.png", "run.json", "shots.json"})
         fs::remove(out / f);
     }
@@ -236,11 +246,29 @@ EvalSummary run_eval(const EvalOptions& o) {
   write_file_atomically((out / "shots.json").string(), shots_json.dump(2) + "\n");
 
   // 4. resume: an image is done when its map and its score are both there
+  const bool variants = o.ablation_maps && config.inference.multiscale && config.inference.prototype_mask && shots.k > 0;
+  if (o.ablation_maps && !variants)
+    spdlog::warn("ablation maps need multi-scale and prototype masks and at least one shot; not written");
   std::map<std::string, double> scores;
   if (fs::is_regular_file(out / "scores.csv")) scores = read_scores_csv((out / "scores.csv").string());
+  std::map<std::string, std::map<std::string, double>> variant_scores;
+  if (variants)
+    for (const auto& v : ablation_variants()) {
+      const fs::path dir = out / "variants" / v.name;
+      fs::create_directories(dir / "maps");
+      if (fs::is_regular_file(dir / "scores.csv")) variant_scores[v.name] = read_scores_csv((dir / "scores.csv").string());
+    }
+  auto done = [&](const TestSample& s) {
+    const std::string key = sample_key(s.cls, s.defect, s.id);
+    if (!fs::is_regular_file(map_file(out, s)) || !scores.count(key)) return false;
+    if (variants)
+      for (const auto& v : ablation_variants())
+        if (!fs::is_regular_file(map_file(out / "variants" / v.name, s)) || !variant_scores[v.name].count(key)) return false;
+    return true;
+  };
   std::vector<TestSample> pending;
   for (const auto& s : todo)
-    if (!(fs::is_regular_file(map_file(out, s)) && scores.count(sample_key(s.cls, s.defect, s.id)))) pending.push_back(s);
+    if (!done(s)) pending.push_back(s);
   EvalSummary summary;
   summary.output = o.output;
   summary.images = static_cast<int64_t>(todo.size());
@@ -266,6 +294,16 @@ EvalSummary run_eval(const EvalOptions& o) {
       const cv::Mat map = map_to_size(d.map, image.original.rows, image.original.cols);
       // The score first, then the map: an image counts as done only when its map exists, so a
       // kill between the two recomputes it.
+      if (variants) {  // the ablations' maps first: the main map marks the image done
+        for (const auto& v : ablation_variants()) {
+          const torch::Tensor part = gaussian_blur(v.name == "multiscale" ? d.s_ms : d.s_pg, config.inference.blur_sigma);
+          const fs::path dir = out / "variants" / v.name;
+          variant_scores[v.name][sample_key(s.cls, s.defect, s.id)] = image_score(part);
+          write_scores(dir, variant_scores[v.name]);
+          fs::create_directories(fs::path(map_file(dir, s)).parent_path());
+          write_map_tiff(map_file(dir, s), map_to_size(part, image.original.rows, image.original.cols));
+        }
+      }
       scores[sample_key(s.cls, s.defect, s.id)] = d.score;
       write_scores(out, scores);
       fs::create_directories(fs::path(map_file(out, s)).parent_path());
@@ -304,6 +342,21 @@ EvalSummary run_eval(const EvalOptions& o) {
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   results.seconds = summary.seconds;
   write_results(results, (out / "metrics.json").string());
+  if (variants)
+    for (const auto& v : ablation_variants()) {
+      EvalMapsOptions vm = m;
+      vm.maps = (out / "variants" / v.name / "maps").string();
+      vm.scores_csv = (out / "variants" / v.name / "scores.csv").string();
+      vm.method = o.method + " (" + v.label + ")";
+      RunResults r = evaluate_maps(vm);
+      r.note = results.note;
+      r.config = results.config;
+      r.config["variant"] = v.name;
+      r.shots = results.shots;
+      r.versions = results.versions;
+      write_results(r, (out / "variants" / v.name / "metrics.json").string());
+      summary.variant_results.push_back(r);
+    }
 
   std::map<std::string, std::vector<ReportSample>> report_samples;
   for (const auto& s : todo) report_samples[s.cls].push_back({s, scores.at(sample_key(s.cls, s.defect, s.id)), map_file(out, s)});

@@ -13,10 +13,12 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include "anomalysd/app/demo.h"
 #include "anomalysd/app/eval.h"
 #include "anomalysd/app/finetune.h"
 #include "anomalysd/app/infer.h"
 #include "anomalysd/app_config.h"
+#include "anomalysd/data/synthetic.h"
 #include "anomalysd/io/errors.h"
 #include "anomalysd/io/inspect.h"
 #include "anomalysd/io/safetensors.h"
@@ -178,6 +180,11 @@ int run_eval_cli(EvalCli o) {
   if (!o.shard.empty()) std::tie(o.options.shard_index, o.options.shard_count) = anomalysd::parse_shard(o.shard);
   const anomalysd::EvalSummary s = anomalysd::run_eval(o.options);
   std::cout << anomalysd::results_table(s.results);
+  if (!s.variant_results.empty()) {
+    std::vector<anomalysd::RunResults> all{s.results};
+    all.insert(all.end(), s.variant_results.begin(), s.variant_results.end());
+    std::cout << "\n" << anomalysd::settings_table(all);
+  }
   std::printf("\nimages: %lld (%lld computed now, %lld from a previous run); UNet calls now: %lld\n", static_cast<long long>(s.images),
               static_cast<long long>(s.computed), static_cast<long long>(s.resumed), static_cast<long long>(s.unet_calls));
   if (s.computed > 0) {
@@ -258,6 +265,26 @@ int main(int argc, char** argv) {
   finetune_cmd->add_option("--stop-after", finetune.stop_after, "Run at most N steps, checkpoint and stop (continue with --resume)");
   finetune_cmd->add_option("--set", finetune.overrides, "Override a config key: --set train.unet_steps=100 (repeatable)");
 
+  anomalysd::SyntheticOptions synthetic;
+  CLI::App* synthetic_cmd = app.add_subcommand("make-synthetic", "Write a synthetic few-shot benchmark (MVTec-AD layout) with pixel-exact masks");
+  synthetic_cmd->add_option("--output", synthetic.output, "Output folder")->required();
+  synthetic_cmd->add_option("--seed", synthetic.seed, "Random seed")->capture_default_str();
+  synthetic_cmd->add_option("--classes", synthetic.classes, "weave marble washer pill (default), tiles nut");
+  synthetic_cmd->add_option("--size", synthetic.size, "Image side in pixels")->capture_default_str();
+  synthetic_cmd->add_option("--train", synthetic.train, "Normal training images per class")->capture_default_str();
+  synthetic_cmd->add_option("--test-good", synthetic.test_good, "Normal test images per class")->capture_default_str();
+  synthetic_cmd->add_option("--test-bad", synthetic.test_bad, "Anomalous test images per class")->capture_default_str();
+
+  anomalysd::DemoOptions demo;
+  CLI::App* demo_cmd = app.add_subcommand("demo", "The whole method on a synthetic benchmark: bootstrap, 1-shot fine-tuning, evaluation, table");
+  demo_cmd->add_option("--output", demo.output, "Results folder")->capture_default_str();
+  demo_cmd->add_option("--cache", demo.cache, "Bootstrap model and feature weights (reused when present)")->capture_default_str();
+  demo_cmd->add_option("--config", demo.config, "Config (default: the embedded configs/demo.yaml)");
+  demo_cmd->add_flag("--quick", demo.quick, "A reduced run (fewer images and steps), as CI runs it");
+  demo_cmd->add_flag("--rebuild", demo.rebuild, "Ignore the cache: bootstrap again");
+  demo_cmd->add_option("--set", demo.overrides, "Override a config key (repeatable)");
+  demo_cmd->add_option("--plan", demo.plan, "Change the demo's scale: key=value (size, vae_steps, unet_steps, ...; repeatable)");
+
   InitWeightsCli init_weights;
   CLI::App* init_cmd = app.add_subcommand("init-weights", "Write seeded random feature-network weights (tests, demos without downloads)");
   init_cmd->add_option("--arch", init_weights.arch, "efficientnet_b6 (or _b0.._b7) | alexnet | lpips")->required();
@@ -267,7 +294,7 @@ int main(int argc, char** argv) {
   BenchOptions bench;
   CLI::App* bench_cmd = app.add_subcommand("bench", "Time a real-size component built from its config.json with random weights (CPU)");
   bench_cmd->add_option("component", bench.component,
-                        "unet | vae-encode | vae-decode | efficientnet | prototype-bank | nn-error-map | lpips")->required();
+                        "unet | unet-train | unet-train-checkpointed | vae-encode | vae-decode | efficientnet | prototype-bank | nn-error-map | lpips | eval-maps")->required();
   bench_cmd->add_option("--config", bench.config, "unet / vae: the component's config.json (e.g. sd2-inpainting/unet/config.json)");
   bench_cmd->add_option("--batch", bench.batches, "Batch sizes (repeatable)")->capture_default_str();
   bench_cmd->add_option("--repeats", bench.repeats, "Timed runs after one warm-up")->capture_default_str();
@@ -311,6 +338,8 @@ int main(int argc, char** argv) {
   eval_cmd->add_option("--setting", eval.options.setting, "Table label of the setting (default: K-shot)");
   eval_cmd->add_option("--method", eval.options.method, "Table label of the method (e.g. for ablations)")->capture_default_str();
   eval_cmd->add_flag("--overwrite", eval.options.overwrite, "Discard a previous run in --output made with another config");
+  eval_cmd->add_flag("--ablation-maps", eval.options.ablation_maps,
+                     "Also write the maps of 'multi-scale masks only' and 'prototype mask only' from the same inpaintings");
   eval_cmd->add_option("--set", eval.options.overrides, "Override a config key: --set a.b.c=value (repeatable)");
 
   try {
@@ -333,6 +362,21 @@ int main(int argc, char** argv) {
     if (infer_cmd->parsed()) return run_infer_cli(infer);
     if (eval_cmd->parsed()) return run_eval_cli(eval);
     if (finetune_cmd->parsed()) return run_finetune_cli(finetune);
+    if (demo_cmd->parsed()) {
+      const auto s = anomalysd::run_demo(demo);
+      std::cout << anomalysd::settings_table(s.table);
+      std::printf("\ntime: %.0f s (bootstrap %s, fine-tuning %.0f s, evaluations %.0f s)\n", s.seconds,
+                  s.cache_used ? "cached" : (std::to_string(static_cast<int>(s.bootstrap_seconds)) + " s").c_str(), s.finetune_seconds,
+                  s.eval_seconds);
+      std::printf("wrote %s/{table.md, metrics.json, report.png, report.html}\n", s.output.c_str());
+      return 0;
+    }
+    if (synthetic_cmd->parsed()) {
+      const auto s = anomalysd::make_synthetic(synthetic);
+      std::printf("wrote %lld images of %lld classes to %s\n", static_cast<long long>(s.images), static_cast<long long>(s.classes),
+                  synthetic.output.c_str());
+      return 0;
+    }
     if (init_cmd->parsed()) {
       const auto parent = std::filesystem::path(init_weights.output).parent_path();
       if (!parent.empty()) std::filesystem::create_directories(parent);

@@ -131,8 +131,11 @@ void write_map_tiff(const std::string& path, const cv::Mat& map) {
 }
 
 void write_png(const std::string& path, const cv::Mat& image, bool rgb) {
-  cv::Mat out = image;
-  if (rgb && image.channels() == 3) cv::cvtColor(image, out, cv::COLOR_RGB2BGR);
+  cv::Mat out;  // a new buffer: converting into a header of `image` would swap the caller's pixels
+  if (rgb && image.channels() == 3)
+    cv::cvtColor(image, out, cv::COLOR_RGB2BGR);
+  else
+    out = image;
   write_encoded(path, ".png", out);
 }
 

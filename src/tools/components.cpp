@@ -284,7 +284,25 @@ BenchFigures bench_component(const std::string& component, const std::string& co
   f.batch = batch;
   std::function<torch::Tensor()> run;
   std::shared_ptr<torch::nn::Module> module;
-  if (component == "unet") {
+  if (component == "unet-train" || component == "unet-train-checkpointed") {
+    // One training step's forward and backward (eq. 8's MSE), as fine-tuning runs it.
+    auto unet = UNet2DConditionModel(UNetConfig::from_json(config_path));
+    unet->train();
+    unet->gradient_checkpointing = component == "unet-train-checkpointed";
+    const int64_t s = size > 0 ? size : unet->config.sample_size;
+    const torch::Tensor sample = torch::randn({batch, unet->config.in_channels, s, s});
+    const torch::Tensor context = torch::randn({batch, 77, unet->config.cross_attention_dim});
+    const torch::Tensor t = torch::randint(1000, {batch}, torch::kLong);
+    const torch::Tensor target = torch::randn({batch, unet->config.out_channels, s, s});
+    run = [=]() mutable {
+      torch::AutoGradMode grad(true);
+      for (auto& p : unet->parameters()) p.mutable_grad() = torch::Tensor();
+      const torch::Tensor loss = torch::mse_loss(unet->forward(sample, t, context), target);
+      loss.backward();
+      return loss.detach();
+    };
+    module = unet.ptr();
+  } else if (component == "unet") {
     auto unet = UNet2DConditionModel(UNetConfig::from_json(config_path));
     unet->eval();
     const int64_t s = size > 0 ? size : unet->config.sample_size;

@@ -39,10 +39,15 @@ struct EvalOptions {
   bool overwrite = false;              // discard a previous run with another config
   std::string setting;                 // table label; default "<K>-shot"
   std::string method = "AnomalySD";    // table label (e.g. for ablations)
+  // Also write the maps of the ablations "multi-scale masks only" (S_ms) and "prototype mask
+  // only" (S_pg) from the same inpaintings (Table 4 without two more runs), under
+  // <output>/variants/{multiscale,prototype}/. Needs both mask kinds and at least one shot.
+  bool ablation_maps = false;
 };
 
 struct EvalSummary {
   RunResults results;
+  std::vector<RunResults> variant_results;  // with ablation_maps
   int64_t images = 0;     // test images of this run (after limit and shard)
   int64_t computed = 0;   // maps computed now
   int64_t resumed = 0;    // maps found from a previous run and kept
