@@ -3,7 +3,6 @@
 #include "anomalysd/anomaly/inpaint.h"
 
 #include <ATen/CPUGeneratorImpl.h>
-#include <spdlog/spdlog.h>
 
 #include "anomalysd/io/errors.h"
 

@@ -6,7 +6,6 @@
 #include <set>
 
 #include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
 #include "anomalysd/io/errors.h"
@@ -49,9 +48,7 @@ std::vector<std::string> find_weight_files(const std::string& dir, const std::st
   // (a fine-tuned folder saved as fp16 keeps the base's float32 text encoder, for example).
   if (!variant.empty()) {
     try {
-      auto plain = find_weight_files(dir, base, "");
-      spdlog::info("{}: no {} variant, loading {}", dir, variant, fs::path(plain[0]).filename().string());
-      return plain;
+      return find_weight_files(dir, base, "");
     } catch (const FormatError&) {
     }
   }
