@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <limits>
 #include <fstream>
 #include <random>
 #include <thread>
@@ -315,6 +316,45 @@ TEST(Finetune, KilledAtRandomMomentsNeverLeavesAHalfCheckpointAndResumesToTheSam
   ASSERT_TRUE(run_finetune(finish).finished);
   for (const char* file : {"model/unet/diffusion_pytorch_model.safetensors", "model/vae/diffusion_pytorch_model.safetensors"})
     EXPECT_TRUE(same_file(f.tmp.path() / "whole" / file, f.tmp.path() / "killed" / file)) << file;
+}
+
+}  // namespace
+}  // namespace anomalysd
+
+namespace anomalysd {
+namespace {
+
+TEST(Finetune, NonFiniteLossStopsWithAClearErrorAndKeepsTheLastGoodCheckpoint) {
+  ANOMALYSD_REQUIRE_FIXTURES(fixtures);
+  FinetuneFixture f(fixtures);
+  // A base model whose VAE decoder holds a NaN: the UNet part trains normally (it never decodes),
+  // the decoder part's first loss is NaN.
+  SdPipeline pipe = load_sd_pipeline(f.base.model);
+  {
+    torch::NoGradGuard no_grad;
+    pipe.vae->decoder->conv_out->bias[0] = std::numeric_limits<float>::quiet_NaN();
+  }
+  PipelineWrite w;
+  w.base = f.base.model;
+  w.target = (f.tmp.path() / "base-nan").string();
+  write_pipeline_folder(w, pipe.unet, pipe.vae);
+  FinetuneOptions o = f.with_output("nan");
+  o.model = w.target;
+  o.overrides.push_back("train.unet_steps=3");
+  o.overrides.push_back("train.decoder_steps=2");
+  o.overrides.push_back("train.save_every=1");
+  try {
+    run_finetune(o);
+    FAIL() << "expected the run to stop";
+  } catch (const std::runtime_error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("the loss is"), std::string::npos) << m;
+    EXPECT_NE(m.find("last good checkpoint"), std::string::npos) << m;
+  }
+  const std::string last = newest_checkpoint(o.output);
+  EXPECT_EQ(fs::path(last).filename().string(), "step-0000003");  // the end of the UNet part
+  EXPECT_NO_THROW(load_sd_pipeline(last));
+  EXPECT_FALSE(fs::exists(fs::path(o.output) / "model"));  // nothing final from a broken run
 }
 
 }  // namespace
