@@ -162,12 +162,12 @@ void write_tokenizer(const fs::path& dir) {
   }
   vocab["<|startoftext|>"] = id++;
   vocab["<|endoftext|>"] = id++;
-  write_file_atomically((dir / "vocab.json").string(), vocab.dump() + "\n");
+  write_file_atomically((dir / "vocab.json").string(), json_text(vocab));
   write_file_atomically((dir / "merges.txt").string(), merges);
   const nlohmann::json config = {{"tokenizer_class", "CLIPTokenizer"}, {"model_max_length", 77},      {"do_lower_case", true},
                                  {"bos_token", "<|startoftext|>"},   {"eos_token", "<|endoftext|>"}, {"pad_token", "<|endoftext|>"},
                                  {"unk_token", "<|endoftext|>"},     {"errors", "replace"},          {"add_prefix_space", false}};
-  write_file_atomically((dir / "tokenizer_config.json").string(), config.dump(2) + "\n");
+  write_file_atomically((dir / "tokenizer_config.json").string(), json_text(config));
 }
 
 nlohmann::json text_config() {
@@ -218,7 +218,7 @@ std::map<std::string, torch::Tensor> module_state(torch::nn::Module& m) {
 
 void write_json(const fs::path& path, const nlohmann::json& j) {
   fs::create_directories(path.parent_path());
-  write_file_atomically(path.string(), j.dump(2) + "\n");
+  write_file_atomically(path.string(), json_text(j));
 }
 
 // A complete diffusers inpainting pipeline folder with seeded random weights.
@@ -296,7 +296,7 @@ std::string bootstrap_key(const Plan& plan, uint64_t seed) {
                               {"vae", {plan.vae_steps, plan.vae_batch, plan.vae_lr}}, {"unet", {plan.unet_steps, plan.unet_batch, plan.unet_lr}},
                               {"configs", {unet_config(plan), vae_config(plan, 1.0), text_config(), scheduler_config()}}};
   uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : key.dump()) h = (h ^ c) * 1099511628211ull;
+  for (unsigned char c : json_compact(key)) h = (h ^ c) * 1099511628211ull;
   std::ostringstream s;
   s << std::hex << h;
   return s.str();
@@ -526,7 +526,7 @@ DemoSummary run_demo(const DemoOptions& o) {
                                     {"full_seconds_per_image", full.seconds_per_image}, {"cache_used", summary.cache_used}}},
                         {"quick", o.quick}};
   for (const auto& r : summary.table) all["settings"].push_back(r.to_json());
-  write_file_atomically((out / "metrics.json").string(), all.dump(2) + "\n");
+  write_file_atomically((out / "metrics.json").string(), json_text(all));
   // The pictures of the full method, with the whole table.
   const Dataset dataset = load_dataset("folder", so.output);
   const auto scores = read_scores_csv((out / "eval" / "full" / "scores.csv").string());

@@ -209,7 +209,7 @@ EvalSummary run_eval(const EvalOptions& o) {
   const nlohmann::json identity = {{"config", config_identity(config)}, {"model", fs::absolute(model_dir).lexically_normal().string()},
                                    {"dataset", o.dataset}, {"classes", class_names}, {"shots", shots_json},
                                    {"limit_per_class", o.limit_per_class}};
-  const std::string hash = hex(fnv1a(identity.dump()));
+  const std::string hash = hex(fnv1a(json_compact(identity)));
   const fs::path out(o.output);
   const fs::path run_json = out / "run.json";
   if (fs::is_regular_file(run_json)) {
@@ -242,8 +242,8 @@ EvalSummary run_eval(const EvalOptions& o) {
                               {"setting", setting},
                               {"method", o.method},
                               {"versions", {{"anomalysd", project_version()}, {"libtorch", libtorch_version()}}}};
-  write_file_atomically(run_json.string(), run.dump(2) + "\n");
-  write_file_atomically((out / "shots.json").string(), shots_json.dump(2) + "\n");
+  write_file_atomically(run_json.string(), json_text(run));
+  write_file_atomically((out / "shots.json").string(), json_text(shots_json));
 
   // 4. resume: an image is done when its map and its score are both there
   const bool variants = o.ablation_maps && config.inference.multiscale && config.inference.prototype_mask && shots.k > 0;

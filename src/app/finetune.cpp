@@ -92,7 +92,7 @@ std::string training_identity(const AppConfig& c, const std::string& base, const
   x.runtime.dtype = c.runtime.dtype;
   x.features = c.features;
   const nlohmann::json id = {{"config", x.to_yaml()}, {"base", fs::absolute(base).lexically_normal().string()}, {"shots", shots}, {"dataset", dataset}};
-  return hex(fnv1a(id.dump()));
+  return hex(fnv1a(json_compact(id)));
 }
 
 void set_autocast(bool on, torch::ScalarType dtype) {
@@ -293,7 +293,7 @@ void Trainer::save_checkpoint(int64_t next_step, int part) {
   w.base = base_;
   w.target = (dir / name).string();
   w.variant = o_.save_variant;
-  w.text_files = {{"shots.json", shots_json_.dump(2) + "\n"}, {"training_state.json", info.dump(2) + "\n"}};
+  w.text_files = {{"shots.json", json_text(shots_json_)}, {"training_state.json", json_text(info)}};
   w.tensor_files = {{"training_state.safetensors", state}};
   if (ema_) ema_->swap_into(params);  // the folder holds the averaged weights
   write_pipeline_folder(w, pipe_.unet, pipe_.vae);
@@ -401,7 +401,7 @@ FinetuneSummary Trainer::run() {
   if (fs::is_directory(out / "checkpoints"))
     for (const auto& e : fs::directory_iterator(out / "checkpoints"))
       if (e.path().filename().string().rfind('.', 0) == 0) fs::remove_all(e.path());
-  write_file_atomically((out / "shots.json").string(), shots_json_.dump(2) + "\n");
+  write_file_atomically((out / "shots.json").string(), json_text(shots_json_));
 
   // 2. models: weights trained in float32 (autocast on CUDA when asked)
   pipe_ = load_sd_pipeline(resume_from.empty() ? base_ : resume_from, resume_from.empty() ? config_.model.variant : o_.save_variant);
@@ -578,7 +578,7 @@ FinetuneSummary Trainer::run() {
   const nlohmann::json about = {{"format", "anomalysd-finetune"}, {"base", base_}, {"dataset", o_.dataset}, {"root", o_.root},
                                 {"k", o_.shots}, {"unet_steps", unet_steps_}, {"decoder_steps", decoder_steps_},
                                 {"config", config_.to_yaml()}, {"train_hash", hash_}};
-  w.text_files = {{"shots.json", shots_json_.dump(2) + "\n"}, {"anomalysd_finetune.json", about.dump(2) + "\n"}};
+  w.text_files = {{"shots.json", json_text(shots_json_)}, {"anomalysd_finetune.json", json_text(about)}};
   write_pipeline_folder(w, pipe_.unet, pipe_.vae);
   write_loss_plot((out / "loss.png").string(), log_);
 

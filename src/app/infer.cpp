@@ -14,6 +14,7 @@
 #include "anomalysd/app/method.h"
 #include "anomalysd/data/image_io.h"
 #include "anomalysd/io/atomic_write.h"
+#include "anomalysd/io/json_file.h"
 #include "anomalysd/io/errors.h"
 #include "anomalysd/util/progress.h"
 
@@ -159,7 +160,7 @@ InferSummary run_infer(const InferOptions& o) {
                            {"unet_calls_per_image", summary.unet_calls_per_image},
                            {"random_feature_weights", method.random_weight_files()},
                            {"config", config.to_yaml()}};
-  write_file_atomically((out / "scores.json").string(), report.dump(2) + "\n");
+  write_file_atomically((out / "scores.json").string(), json_text(report));
   return summary;
 }
 

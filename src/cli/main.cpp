@@ -18,6 +18,7 @@
 #include "anomalysd/app/finetune.h"
 #include "anomalysd/app/infer.h"
 #include "anomalysd/app_config.h"
+#include "anomalysd/data/image_io.h"
 #include "anomalysd/data/synthetic.h"
 #include "anomalysd/io/errors.h"
 #include "anomalysd/io/inspect.h"
@@ -200,6 +201,7 @@ int run_eval_cli(EvalCli o) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  anomalysd::limit_image_decoders();
   CLI::App app{"anomalysd: few-shot multi-class anomaly detection with Stable Diffusion inpainting (AnomalySD)"};
   app.require_subcommand(0, 1);
   bool show_version = false;

@@ -1,5 +1,6 @@
 #include "anomalysd/data/image_io.h"
 
+#include <cstdlib>
 #include <fstream>
 #include <vector>
 
@@ -41,6 +42,11 @@ void write_encoded(const std::string& path, const char* ext, const cv::Mat& imag
 }
 
 }  // namespace
+
+void limit_image_decoders() {
+  // OpenCV reads this once, at its first decode; an explicit user setting wins.
+  ::setenv("OPENCV_IO_MAX_IMAGE_PIXELS", std::to_string(kMaxImagePixels).c_str(), /*overwrite=*/0);
+}
 
 std::pair<int, int> read_image_size(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -96,6 +102,9 @@ cv::Mat read_rgb_float(const std::string& path) {
   // Refuse huge images from the header, before the decoder allocates them.
   const auto [h, w] = read_image_size(path);
   if (h <= 0 || w <= 0) throw FormatError(path, "image has no pixels");
+  if (h < kMinImageSide || w < kMinImageSide)
+    throw FormatError(path, "image is " + std::to_string(w) + "x" + std::to_string(h) + ", smaller than the " + std::to_string(kMinImageSide) +
+                                "x" + std::to_string(kMinImageSide) + " anomalysd inspects");
   if (int64_t(h) * w > kMaxImagePixels)
     throw FormatError(path, "image is " + std::to_string(w) + "x" + std::to_string(h) + ", larger than the " +
                                 std::to_string(kMaxImagePixels) + " pixels anomalysd reads");

@@ -16,4 +16,8 @@ nlohmann::json read_json_file(const std::string& path) {
   }
 }
 
+std::string json_text(const nlohmann::json& j) { return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n"; }
+
+std::string json_compact(const nlohmann::json& j) { return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace); }
+
 }  // namespace anomalysd

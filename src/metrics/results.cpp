@@ -182,7 +182,7 @@ std::string settings_table(const std::vector<RunResults>& runs) {
 
 void write_results(const RunResults& r, const std::string& json_path) {
   const std::filesystem::path dir = std::filesystem::path(json_path).parent_path();
-  write_file_atomically(json_path, r.to_json().dump(2) + "\n");
+  write_file_atomically(json_path, json_text(r.to_json()));
   write_file_atomically((dir / "metrics.csv").string(), results_csv(r));
   write_file_atomically((dir / "table.md").string(), results_table(r));
 }

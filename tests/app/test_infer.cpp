@@ -148,3 +148,53 @@ TEST(Infer, MissingFeatureWeightsNameTheKeyAndTheCommand) {
 
 }  // namespace
 }  // namespace anomalysd
+
+namespace anomalysd {
+namespace {
+
+// A PNG signature and IHDR claiming width × height, then nothing: what a hostile or truncated
+// download looks like to the header reader.
+std::string png_header(uint32_t width, uint32_t height) {
+  std::string s("\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR", 16);
+  for (uint32_t v : {width, height})
+    for (int shift = 24; shift >= 0; shift -= 8) s += static_cast<char>((v >> shift) & 0xFF);
+  s += std::string("\x08\x02\0\0\0", 5);
+  return s;
+}
+
+TEST(Infer, HostileFolderEveryCaseAClearErrorOrASkipNeverACrash) {
+  ANOMALYSD_REQUIRE_FIXTURES(fixtures);
+  test::TempDir tmp;
+  const auto overrides = test::small_run_overrides(tmp.path() / "weights");
+  const fs::path in = tmp.path() / "in";
+  fs::create_directories(in);
+  cv::imwrite((in / "ok.png").string(), smooth_image(32, 32, 1));
+  cv::imwrite((in / std::string("name\xff\xfe.png")).string(), smooth_image(32, 32, 2));  // not UTF-8
+  fs::create_symlink(in / "loop.png", in / "loop.png");                                   // a symlink to itself
+  fs::create_symlink(in / "gone.png", in / "dangling.png");
+  test::write_bytes((in / "zero.png").string(), "");
+  const std::string full = test::read_bytes((in / "ok.png").string());
+  test::write_bytes((in / "truncated.png").string(), full.substr(0, full.size() / 2));
+  cv::imwrite((in / "tiny.png").string(), smooth_image(1, 1, 3));
+  test::write_bytes((in / "huge.png").string(), png_header(20000, 20000));
+  cv::Mat small = smooth_image(32, 32, 4);
+  cv::imwrite((in / "wrong_ext.bmp").string(), small);
+  fs::create_directories(in / "sub.png");  // a folder named like an image
+  std::string args = "infer --model " + (fixtures / "pipeline_sd2_inpaint_tiny").string() + " --input " + in.string() +
+                     " --class x --output " + (tmp.path() / "out").string();
+  for (const auto& o : overrides) args += " --set " + o;
+  std::string log;
+  EXPECT_EQ(test::run_cli(args, &log), 3) << log;
+  EXPECT_NE(log.find("3 scored"), std::string::npos) << log;
+  for (const char* name : {"loop.png", "dangling.png", "zero.png", "truncated.png", "tiny.png", "huge.png"})
+    EXPECT_NE(log.find(name), std::string::npos) << name << " not named in:\n" << log;
+  EXPECT_NE(log.find("larger than"), std::string::npos) << log;
+  EXPECT_NE(log.find("smaller than"), std::string::npos) << log;
+  EXPECT_TRUE(fs::is_regular_file(tmp.path() / "out/scores.json"));
+  EXPECT_TRUE(fs::is_regular_file(tmp.path() / "out/maps/ok.tiff"));
+  EXPECT_TRUE(fs::is_regular_file(tmp.path() / "out/maps/wrong_ext.tiff"));
+  EXPECT_TRUE(fs::is_regular_file(tmp.path() / "out/maps" / std::string("name\xff\xfe.tiff")));
+}
+
+}  // namespace
+}  // namespace anomalysd

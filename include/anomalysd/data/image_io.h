@@ -10,8 +10,15 @@
 
 namespace anomalysd {
 
-// Images larger than this many pixels are refused before decoding (16384² = 268 M pixels).
+// Images larger than this many pixels are refused before decoding (16384² = 268 M pixels), and
+// images with a side under kMinImageSide carry nothing to inspect.
 constexpr int64_t kMaxImagePixels = int64_t(16384) * 16384;
+constexpr int kMinImageSide = 8;
+
+// Caps OpenCV's decoders at kMaxImagePixels (OPENCV_IO_MAX_IMAGE_PIXELS), so that formats whose
+// size we do not read from the header (BMP, TIFF, ...) are refused before allocation too. Call
+// before the first image is read; main() does.
+void limit_image_decoders();
 
 // (height, width) from the file header (PNG, JPEG), without decoding; other formats are decoded.
 std::pair<int, int> read_image_size(const std::string& path);
