@@ -227,6 +227,7 @@ EvalSummary run_eval(const EvalOptions& o) {
     }
   }
   fs::create_directories(out / "maps");
+  if (const int n = remove_stale_temporaries(o.output)) spdlog::info("removed {} temporary file(s) of an interrupted run", n);
   const nlohmann::json run = {{"format", "anomalysd-eval-run"},
                               {"config_hash", hash},
                               {"config", config.to_yaml()},

@@ -397,6 +397,7 @@ FinetuneSummary Trainer::run() {
     for (const char* f : {"train_log.csv", "loss.png", "shots.json"}) fs::remove(out / f);
   }
   fs::create_directories(out);
+  remove_stale_temporaries(o_.output);
   // Stale temporary folders of an interrupted save are never loaded; remove them.
   if (fs::is_directory(out / "checkpoints"))
     for (const auto& e : fs::directory_iterator(out / "checkpoints"))

@@ -75,4 +75,18 @@ void write_file_atomically(const std::string& path, const std::string& contents)
   writer.commit();
 }
 
+int remove_stale_temporaries(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return 0;
+  std::vector<fs::path> stale;
+  for (fs::recursive_directory_iterator it(dir, fs::directory_options::skip_permission_denied, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    const auto pos = name.rfind(".tmp-");
+    if (pos != std::string::npos && name.size() - pos == 11 && it->is_regular_file(ec)) stale.push_back(it->path());
+  }
+  for (const auto& p : stale) fs::remove(p, ec);
+  return static_cast<int>(stale.size());
+}
+
 }  // namespace anomalysd

@@ -1,12 +1,20 @@
 // `anomalysd eval` end to end on a small generated dataset with the tiny pipeline: outputs,
 // resume without recomputation, shards merged = unsharded exactly, shot records, bad inputs.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <random>
+#include <thread>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include "anomalysd/app/eval.h"
+#include "anomalysd/data/image_io.h"
 #include "anomalysd/io/errors.h"
 #include "anomalysd/io/json_file.h"
 #include "anomalysd/metrics/eval_maps.h"
@@ -212,6 +220,46 @@ TEST(Eval, ShardsAndLimitOrderAreDeterministicAndBalanced) {
   for (const auto& s : shard_of(test, 1, 4)) a.insert(s.defect + s.id);
   for (const auto& s : shard_of(reversed, 1, 4)) b.insert(s.defect + s.id);
   EXPECT_EQ(a, b);
+}
+
+}  // namespace
+}  // namespace anomalysd
+
+namespace anomalysd {
+namespace {
+
+TEST(Eval, KilledAtRandomMomentsLosesAtMostTheImageInFlight) {
+  ANOMALYSD_REQUIRE_FIXTURES(fixtures);
+  EvalFixture f(fixtures);
+  const EvalSummary whole = run_eval(f.options("whole"));
+  std::string args = "--log-level warn eval --dataset folder --root " + f.data.string() + " --model " + f.model + " --shots 1 --output " +
+                     (f.tmp.path() / "killed").string();
+  for (const auto& o : f.overrides) args += " --set " + o;
+  std::mt19937_64 rng(11);
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      execl("/bin/sh", "sh", "-c", (std::string("exec ") + ANOMALYSD_CLI + " " + args + " > /dev/null 2>&1").c_str(), nullptr);
+      _exit(127);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200 + rng() % 1200));
+    kill(pid, SIGKILL);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    // Every map that exists is whole; the scores file parses.
+    const fs::path maps = f.tmp.path() / "killed/maps";
+    if (fs::is_directory(maps))
+      for (const auto& e : fs::recursive_directory_iterator(maps))
+        if (e.is_regular_file()) EXPECT_NO_THROW(read_anomaly_map(e.path().string())) << e.path();
+    if (fs::is_regular_file(f.tmp.path() / "killed/scores.csv"))
+      EXPECT_NO_THROW(read_scores_csv((f.tmp.path() / "killed/scores.csv").string()));
+  }
+  const EvalSummary finished = run_eval(f.options("killed"));
+  expect_same_metrics(finished.results, whole.results);
+  // Only complete files under the final names: no temporary file is left behind.
+  for (const auto& e : fs::recursive_directory_iterator(f.tmp.path() / "killed"))
+    EXPECT_EQ(e.path().filename().string().find(".tmp"), std::string::npos) << e.path();
 }
 
 }  // namespace

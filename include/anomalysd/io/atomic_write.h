@@ -30,4 +30,9 @@ class AtomicFileWriter {
 
 void write_file_atomically(const std::string& path, const std::string& contents);
 
+// Removes what a killed writer left behind under `dir` (recursively): files named
+// "<target>.tmp-XXXXXX" by AtomicFileWriter. Long jobs call it when they start or resume.
+// Returns how many were removed.
+int remove_stale_temporaries(const std::string& dir);
+
 }  // namespace anomalysd
