@@ -11,6 +11,8 @@ packages=(
   libopenblas0-openmp
   # Tests only: runs scripts/convert_torchvision_weights.py on random torchvision models.
   python3-torchvision
+  # Tests only: the sanitizer job and the fuzz targets (scripts/sanitize.sh, scripts/fuzz.sh).
+  clang libclang-rt-dev
 )
 
 missing=()

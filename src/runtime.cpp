@@ -1,36 +1,10 @@
 #include "anomalysd/runtime.h"
 
-#include <regex>
-#include <thread>
 
 #include <torch/torch.h>
 #include <spdlog/spdlog.h>
 
 namespace anomalysd {
-
-RuntimeConfig RuntimeConfig::from_config(ConfigSection& section) {
-  RuntimeConfig c;
-  c.device = section.get_string("device", c.device);
-  static const std::regex kDevice(R"(auto|cpu|cuda(:[0-9]+)?)");
-  if (!std::regex_match(c.device, kDevice))
-    throw section.error("device", "key 'device' = '" + c.device + "' is not one of: auto, cpu, cuda, cuda:N");
-  c.dtype = section.get_choice("dtype", c.dtype, {"float32", "float16", "bfloat16"});
-  c.seed = section.get_int("seed", c.seed, 0, std::numeric_limits<int64_t>::max());
-  c.threads = section.get_int("threads", c.threads, 0, 1024);
-  return c;
-}
-
-c10::ScalarType parse_run_dtype(const std::string& name) {
-  if (name == "float32") return torch::kFloat32;
-  if (name == "float16") return torch::kFloat16;
-  if (name == "bfloat16") return torch::kBFloat16;
-  throw InputError("dtype '" + name + "' is not one of: float32, float16, bfloat16");
-}
-
-int default_thread_count() {
-  const unsigned n = std::thread::hardware_concurrency();
-  return n == 0 ? 1 : static_cast<int>(n);
-}
 
 Runtime apply_runtime(const RuntimeConfig& config) {
   Runtime rt;

@@ -109,27 +109,31 @@ cv::Mat read_rgb_float(const std::string& path) {
     throw FormatError(path, "image is " + std::to_string(w) + "x" + std::to_string(h) + ", larger than the " +
                                 std::to_string(kMaxImagePixels) + " pixels anomalysd reads");
   const cv::Mat raw = read_or_throw(path, cv::IMREAD_UNCHANGED, "image");
-  cv::Mat bgr;
-  switch (raw.channels()) {
-    case 1: cv::cvtColor(raw, bgr, cv::COLOR_GRAY2BGR); break;
-    case 3: bgr = raw; break;
-    case 4: cv::cvtColor(raw, bgr, cv::COLOR_BGRA2BGR); break;
-    default: throw FormatError(path, "image has " + std::to_string(raw.channels()) + " channels (1, 3 or 4 expected)");
-  }
+  // Depth first (colour conversion has no kernels for signed or 32-bit integer pixels), then
+  // channels, in float.
   double scale = 1.0;
-  switch (bgr.depth()) {
+  switch (raw.depth()) {
     case CV_8U: scale = 1.0 / 255.0; break;
     case CV_16U: scale = 1.0 / 65535.0; break;
     case CV_32F: case CV_64F: scale = 1.0; break;
-    default: throw FormatError(path, "unsupported pixel depth (8-bit, 16-bit or float expected)");
+    default: throw FormatError(path, "unsupported pixel depth (8-bit, 16-bit unsigned or float expected)");
   }
-  cv::Mat f;
-  bgr.convertTo(f, CV_32F, scale);
-  if (!cv::checkRange(f)) throw FormatError(path, "image holds NaN or Inf");
-  if (bgr.depth() == CV_32F || bgr.depth() == CV_64F) f = cv::min(cv::max(f, 0.0), 1.0);
-  cv::Mat rgb;
-  cv::cvtColor(f, rgb, cv::COLOR_BGR2RGB);
-  return rgb;
+  try {
+    cv::Mat f;
+    raw.convertTo(f, CV_32F, scale);
+    if (!cv::checkRange(f)) throw FormatError(path, "image holds NaN or Inf");
+    if (raw.depth() == CV_32F || raw.depth() == CV_64F) f = cv::min(cv::max(f, 0.0), 1.0);
+    cv::Mat rgb;
+    switch (f.channels()) {
+      case 1: cv::cvtColor(f, rgb, cv::COLOR_GRAY2RGB); break;
+      case 3: cv::cvtColor(f, rgb, cv::COLOR_BGR2RGB); break;
+      case 4: cv::cvtColor(f, rgb, cv::COLOR_BGRA2RGB); break;
+      default: throw FormatError(path, "image has " + std::to_string(f.channels()) + " channels (1, 3 or 4 expected)");
+    }
+    return rgb;
+  } catch (const cv::Exception& e) {
+    throw FormatError(path, std::string("cannot convert the image (") + e.err + ")");
+  }
 }
 
 void write_map_tiff(const std::string& path, const cv::Mat& map) {

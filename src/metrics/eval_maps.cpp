@@ -21,39 +21,6 @@ namespace anomalysd {
 
 namespace fs = std::filesystem;
 
-std::string sample_key(const std::string& cls, const std::string& defect, const std::string& id) {
-  return cls + "/" + defect + "/" + id;
-}
-
-std::map<std::string, double> read_scores_csv(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw FormatError(path, "cannot open scores file");
-  std::map<std::string, double> scores;
-  std::string line;
-  std::getline(in, line);
-  if (line.rfind("class,defect,id,score", 0) != 0) throw FormatError(path, "expected the header 'class,defect,id,score'");
-  int row = 1;
-  while (std::getline(in, line)) {
-    ++row;
-    if (line.empty() || line == "\r") continue;
-    std::stringstream ss(line);
-    std::string cls, defect, id, score;
-    std::getline(ss, cls, ',');
-    std::getline(ss, defect, ',');
-    std::getline(ss, id, ',');
-    std::getline(ss, score, ',');
-    try {
-      std::size_t used = 0;
-      const double v = std::stod(score, &used);
-      if (!std::isfinite(v)) throw std::invalid_argument("not finite");
-      scores[sample_key(cls, defect, id)] = v;
-    } catch (const std::exception&) {
-      throw FormatError(path + ":" + std::to_string(row), "score '" + score + "' is not a finite number");
-    }
-  }
-  return scores;
-}
-
 namespace {
 
 std::string map_path(const std::string& maps, const TestSample& s) {

@@ -12,29 +12,6 @@ namespace anomalysd {
 
 namespace nn = torch::nn;
 
-ClipTextConfig ClipTextConfig::from_json(const std::string& path) {
-  JsonConfig j = JsonConfig::load(path);
-  ClipTextConfig c;
-  c.vocab_size = j.get_int("vocab_size", c.vocab_size);
-  c.hidden_size = j.get_int("hidden_size", c.hidden_size);
-  c.intermediate_size = j.get_int("intermediate_size", c.intermediate_size);
-  c.num_hidden_layers = j.get_int("num_hidden_layers", c.num_hidden_layers);
-  c.num_attention_heads = j.get_int("num_attention_heads", c.num_attention_heads);
-  c.max_position_embeddings = j.get_int("max_position_embeddings", c.max_position_embeddings);
-  c.layer_norm_eps = j.get_double("layer_norm_eps", c.layer_norm_eps);
-  c.hidden_act = j.get_string("hidden_act", c.hidden_act);
-  if (c.hidden_act != "quick_gelu" && c.hidden_act != "gelu")
-    j.fail("hidden_act", "unsupported activation '" + c.hidden_act + "' (quick_gelu or gelu)");
-  if (c.hidden_size % c.num_attention_heads != 0) j.fail("num_attention_heads", "does not divide hidden_size");
-  c.eos_token_id = j.get_int("eos_token_id", 2);
-  j.expect("model_type", "clip_text_model");
-  // Training-time and bookkeeping fields; the tokenizer's ids, not these, matter.
-  j.ignore({"architectures", "attention_dropout", "dropout", "bos_token_id", "pad_token_id", "initializer_factor",
-            "initializer_range", "projection_dim", "torch_dtype", "transformers_version"});
-  j.finish();
-  return c;
-}
-
 ClipAttentionImpl::ClipAttentionImpl(int64_t hidden, int64_t h) : heads(h) {
   q_proj = register_module("q_proj", nn::Linear(hidden, hidden));
   k_proj = register_module("k_proj", nn::Linear(hidden, hidden));

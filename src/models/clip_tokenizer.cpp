@@ -5,6 +5,7 @@
 #include <climits>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -264,6 +265,9 @@ ClipTokenizer ClipTokenizer::from_files(const ClipTokenizerFiles& files) {
   if (!vocab.is_object()) throw FormatError(files.vocab, "expected an object mapping tokens to ids");
   for (const auto& [token, id] : vocab.items()) {
     if (!id.is_number_integer()) throw FormatError(files.vocab, "id of token '" + token + "' is not an integer");
+    // Ids index the text encoder's embedding table: a negative one would read before it.
+    if (id.get<int64_t>() < 0 || id.get<int64_t>() > std::numeric_limits<int32_t>::max())
+      throw FormatError(files.vocab, "id of token '" + token + "' is " + id.dump() + ", not a valid index");
     tok.vocab_.emplace(token, id.get<int64_t>());
   }
 
@@ -421,6 +425,12 @@ std::vector<int64_t> ClipTokenizer::encode(const std::string& text) const {
   }
   ids.resize(max, pad_id_);
   return ids;
+}
+
+int64_t ClipTokenizer::max_id() const {
+  int64_t m = std::max({bos_id_, eos_id_, pad_id_, unk_id_});
+  for (const auto& [piece, id] : vocab_) m = std::max(m, id);
+  return m;
 }
 
 }  // namespace anomalysd

@@ -8,35 +8,6 @@
 
 namespace anomalysd {
 
-DdimConfig DdimConfig::from_json(const std::string& path) {
-  JsonConfig j = JsonConfig::load(path);
-  DdimConfig c;
-  c.source_class = j.get_string("_class_name", "DDIMScheduler");
-  c.num_train_timesteps = j.get_int("num_train_timesteps", c.num_train_timesteps);
-  c.beta_start = j.get_double("beta_start", c.beta_start);
-  c.beta_end = j.get_double("beta_end", c.beta_end);
-  c.beta_schedule = j.get_string("beta_schedule", c.beta_schedule);
-  if (c.beta_schedule != "scaled_linear" && c.beta_schedule != "linear")
-    j.fail("beta_schedule", "unsupported schedule '" + c.beta_schedule + "' (scaled_linear or linear)");
-  c.set_alpha_to_one = j.get_bool("set_alpha_to_one", c.set_alpha_to_one);
-  c.steps_offset = j.get_int("steps_offset", 0);
-  c.prediction_type = j.get_string("prediction_type", c.prediction_type);
-  if (c.prediction_type != "epsilon" && c.prediction_type != "v_prediction")
-    j.fail("prediction_type", "unsupported '" + c.prediction_type + "' (epsilon or v_prediction)");
-  c.timestep_spacing = j.get_string("timestep_spacing", c.timestep_spacing);
-  if (c.timestep_spacing != "leading" && c.timestep_spacing != "trailing" && c.timestep_spacing != "linspace")
-    j.fail("timestep_spacing", "unsupported '" + c.timestep_spacing + "'");
-  j.expect("trained_betas", nullptr);
-  j.expect("clip_sample", false);
-  j.expect("thresholding", false);
-  j.expect("rescale_betas_zero_snr", false);
-  // Options of the other SD scheduler classes (PNDM's skip_prk_steps, ...) and DDIM's inactive
-  // clipping settings do not change DDIM sampling.
-  j.ignore({"skip_prk_steps", "clip_sample_range", "sample_max_value", "dynamic_thresholding_ratio"});
-  j.finish();
-  return c;
-}
-
 DdimScheduler::DdimScheduler(DdimConfig config) : config_(std::move(config)) {
   const auto f32 = torch::TensorOptions().dtype(torch::kFloat);
   const int64_t t = config_.num_train_timesteps;

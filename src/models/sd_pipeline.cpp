@@ -59,6 +59,9 @@ SdPipeline load_sd_pipeline(const std::string& dir, const std::string& variant) 
   p.unet = load_unet((root / "unet").string(), variant);
   p.vae = load_vae((root / "vae").string(), variant);
   p.scheduler = DdimScheduler(DdimConfig::from_json((root / "scheduler" / "scheduler_config.json").string()));
+  if (p.tokenizer.max_id() >= p.text_encoder->config.vocab_size)
+    throw FormatError(dir, "the tokenizer produces ids up to " + std::to_string(p.tokenizer.max_id()) + " but the text encoder's vocab_size is " +
+                               std::to_string(p.text_encoder->config.vocab_size));
   if (p.text_encoder->config.hidden_size != p.unet->config.cross_attention_dim)
     throw FormatError(dir, "text encoder width " + std::to_string(p.text_encoder->config.hidden_size) +
                                " does not match the UNet's cross_attention_dim " +

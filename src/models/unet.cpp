@@ -15,65 +15,6 @@ namespace anomalysd {
 namespace nn = torch::nn;
 namespace F = torch::nn::functional;
 
-UNetConfig UNetConfig::from_json(const std::string& path) {
-  JsonConfig j = JsonConfig::load(path);
-  UNetConfig c;
-  c.in_channels = j.get_int("in_channels", 4);
-  c.out_channels = j.get_int("out_channels", 4);
-  c.block_out_channels = j.require_int_list("block_out_channels");
-  c.down_block_types = j.require_string_list("down_block_types");
-  c.up_block_types = j.require_string_list("up_block_types");
-  const std::size_t n = c.block_out_channels.size();
-  if (c.down_block_types.size() != n || c.up_block_types.size() != n)
-    j.fail("down_block_types", "down/up block types and block_out_channels must have the same length");
-  for (const auto& t : c.down_block_types)
-    if (t != "CrossAttnDownBlock2D" && t != "DownBlock2D") j.fail("down_block_types", "unsupported block '" + t + "'");
-  for (const auto& t : c.up_block_types)
-    if (t != "CrossAttnUpBlock2D" && t != "UpBlock2D") j.fail("up_block_types", "unsupported block '" + t + "'");
-  c.layers_per_block = j.get_int_per_block("layers_per_block", n, 2);
-  c.attention_heads = j.get_int_per_block("attention_head_dim", n, 8);
-  if (j.has("num_attention_heads")) c.attention_heads = j.get_int_per_block("num_attention_heads", n, 8);
-  j.ignore({"num_attention_heads"});
-  c.cross_attention_dim = j.get_int("cross_attention_dim", 1280);
-  c.norm_num_groups = j.get_int("norm_num_groups", 32);
-  c.norm_eps = j.get_double("norm_eps", 1e-5);
-  c.flip_sin_to_cos = j.get_bool("flip_sin_to_cos", true);
-  c.freq_shift = j.get_int("freq_shift", 0);
-  c.use_linear_projection = j.get_bool("use_linear_projection", false);
-  c.upcast_attention = j.get_bool("upcast_attention", false);
-  c.downsample_padding = j.get_int("downsample_padding", 1);
-  c.sample_size = j.get_int("sample_size", 64);
-  for (std::size_t i = 0; i < n; ++i)
-    if (c.attention_heads[i] <= 0 || c.block_out_channels[i] % c.attention_heads[i] != 0)
-      j.fail("attention_head_dim", "block " + std::to_string(i) + ": " + std::to_string(c.block_out_channels[i]) +
-                                       " channels do not split into " + std::to_string(c.attention_heads[i]) + " heads");
-
-  // Features of the wider diffusers family that SD does not use: accepted at their defaults only.
-  j.expect("act_fn", "silu");
-  j.expect("center_input_sample", false);
-  j.expect("mid_block_scale_factor", 1);
-  j.expect("mid_block_type", "UNetMidBlock2DCrossAttn");
-  j.expect("transformer_layers_per_block", 1);
-  j.expect("dual_cross_attention", false);
-  j.expect("only_cross_attention", false);
-  j.expect("time_embedding_type", "positional");
-  j.expect("resnet_time_scale_shift", "default");
-  j.expect("resnet_skip_time_act", false);
-  j.expect("resnet_out_scale_factor", 1.0);
-  j.expect("conv_in_kernel", 3);
-  j.expect("conv_out_kernel", 3);
-  j.expect("class_embeddings_concat", false);
-  j.expect("attention_type", "default");
-  for (const char* k : {"class_embed_type", "addition_embed_type", "addition_time_embed_dim", "encoder_hid_dim",
-                        "encoder_hid_dim_type", "time_cond_proj_dim", "time_embedding_dim", "time_embedding_act_fn",
-                        "timestep_post_act", "projection_class_embeddings_input_dim", "num_class_embeds",
-                        "mid_block_only_cross_attention", "cross_attention_norm", "reverse_transformer_layers_per_block"})
-    j.expect(k, nullptr);
-  j.ignore({"dropout", "addition_embed_type_num_heads"});  // dropout: inference only; heads: unused without addition_embed
-  j.finish();
-  return c;
-}
-
 // ---------------------------------------------------------------------------------------------
 DownBlock2DImpl::DownBlock2DImpl(const UNetConfig& c, int64_t in_channels, int64_t out_channels, int64_t layers,
                                  int64_t heads, bool with_attention, bool add_downsample) {

@@ -37,37 +37,6 @@ struct VaeLevelImpl : nn::Module {
 TORCH_MODULE(VaeLevel);
 }  // namespace
 
-VaeConfig VaeConfig::from_json(const std::string& path) {
-  JsonConfig j = JsonConfig::load(path);
-  VaeConfig c;
-  c.in_channels = j.get_int("in_channels", 3);
-  c.out_channels = j.get_int("out_channels", 3);
-  c.latent_channels = j.get_int("latent_channels", 4);
-  c.block_out_channels = j.require_int_list("block_out_channels");
-  const auto down = j.require_string_list("down_block_types");
-  const auto up = j.require_string_list("up_block_types");
-  if (down.size() != c.block_out_channels.size() || up.size() != c.block_out_channels.size())
-    j.fail("down_block_types", "block types and block_out_channels must have the same length");
-  for (const auto& t : down)
-    if (t != "DownEncoderBlock2D") j.fail("down_block_types", "unsupported block '" + t + "'");
-  for (const auto& t : up)
-    if (t != "UpDecoderBlock2D") j.fail("up_block_types", "unsupported block '" + t + "'");
-  c.layers_per_block = j.get_int("layers_per_block", 1);
-  c.norm_num_groups = j.get_int("norm_num_groups", 32);
-  c.sample_size = j.get_int("sample_size", 512);
-  c.scaling_factor = j.get_double("scaling_factor", 0.18215);  // neither SD VAE config states it
-  j.expect("act_fn", "silu");
-  j.expect("latents_mean", nullptr);
-  j.expect("latents_std", nullptr);
-  j.expect("shift_factor", nullptr);
-  j.expect("use_quant_conv", true);
-  j.expect("use_post_quant_conv", true);
-  j.expect("mid_block_add_attention", true);
-  j.ignore({"force_upcast"});  // a dtype hint for fp16 pipelines; we choose dtypes explicitly
-  j.finish();
-  return c;
-}
-
 VaeMidBlockImpl::VaeMidBlockImpl(int64_t channels, int64_t groups) {
   resnets = register_module("resnets", nn::ModuleList(ResnetBlock2D(channels, channels, 0, groups, kVaeEps),
                                                       ResnetBlock2D(channels, channels, 0, groups, kVaeEps)));

@@ -138,3 +138,22 @@ TEST(FewShot, SeededRecordedAndRepeatable) {
 
 }  // namespace
 }  // namespace anomalysd
+
+namespace anomalysd {
+namespace {
+
+// Found by fuzz_image (tests/fuzz/seeds/image/regression-int-depth.bin): an image with signed
+// integer pixels reached OpenCV's colour conversion, which throws its own exception — `infer`
+// then stopped instead of skipping the file. Now a FormatError naming it.
+TEST(ImageIo, UnsupportedPixelDepthIsAFormatError) {
+  const std::string path = std::string(ANOMALYSD_SOURCE_DIR) + "/tests/fuzz/seeds/image/regression-int-depth.bin";
+  try {
+    read_rgb_float(path);
+    FAIL() << "expected FormatError";
+  } catch (const FormatError& e) {
+    EXPECT_EQ(e.path(), path);
+  }
+}
+
+}  // namespace
+}  // namespace anomalysd

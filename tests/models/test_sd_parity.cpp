@@ -398,3 +398,41 @@ TEST(SdPipeline, RejectsUnsupportedComponents) {
 
 }  // namespace
 }  // namespace anomalysd
+
+namespace anomalysd {
+namespace {
+
+// Found by fuzz_tokenizer (tests/fuzz/seeds/tokenizer/regression-negative-id.txt): a vocabulary
+// with a negative id made the tokenizer emit it, and the text encoder would index before its
+// embedding table.
+TEST(Tokenizer, RejectsIdsThatCannotIndexTheEmbedding) {
+  test::TempDir dir;
+  test::write_bytes(dir.file("vocab.json"), R"({"a</w>": -48, "<|startoftext|>": 1, "<|endoftext|>": 2})");
+  test::write_bytes(dir.file("merges.txt"), "#version: 0.2\na b\n");
+  try {
+    ClipTokenizer::from_folder(dir.path().string());
+    FAIL() << "expected FormatError";
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("not a valid index"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Tokenizer, PipelineRefusesATokenizerLargerThanItsTextEncoder) {
+  ANOMALYSD_REQUIRE_FIXTURES(fixtures);
+  test::TempDir tmp;
+  const fs::path dir = tmp.path() / "p";
+  fs::copy(fixtures / "pipeline_sd2_inpaint_tiny", dir, fs::copy_options::recursive);
+  fs::permissions(dir / "tokenizer/vocab.json", fs::perms::owner_write, fs::perm_options::add);
+  nlohmann::json vocab = read_json(dir / "tokenizer/vocab.json");
+  vocab["zzz</w>"] = 60000;  // beyond the text encoder's 49408 embeddings
+  test::write_bytes((dir / "tokenizer/vocab.json").string(), vocab.dump());
+  try {
+    load_sd_pipeline(dir.string());
+    FAIL() << "expected FormatError";
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("vocab_size"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace anomalysd

@@ -30,11 +30,7 @@ struct EvalMapsOptions {
   std::set<std::string> subset;
 };
 
-// "class/defect/id": how samples are named in score files, subsets and shards.
-std::string sample_key(const std::string& cls, const std::string& defect, const std::string& id);
 
-// Reads a scores CSV (header class,defect,id,score) into sample key -> score.
-std::map<std::string, double> read_scores_csv(const std::string& path);
 
 RunResults evaluate_maps(const EvalMapsOptions& options);
 

@@ -3,6 +3,7 @@
 // sampled shots, versions and timing), metrics.csv and a paper-style table.md (Table 1 layout).
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -49,6 +50,12 @@ std::string settings_table(const std::vector<RunResults>& runs);
 
 // Writes `json_path` and, beside it, metrics.csv and table.md — each atomically.
 void write_results(const RunResults& r, const std::string& json_path);
+
+// "class/defect/id": how samples are named in score files, subsets and shards.
+std::string sample_key(const std::string& cls, const std::string& defect, const std::string& id);
+
+// Reads a scores CSV (header class,defect,id,score) into sample key -> score.
+std::map<std::string, double> read_scores_csv(const std::string& path);
 
 // One table from several partial runs (e.g. classes evaluated on different machines). Dataset,
 // method and setup must agree; a class may appear only once.

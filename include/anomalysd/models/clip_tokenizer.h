@@ -41,6 +41,7 @@ class ClipTokenizer {
   int64_t pad_id() const { return pad_id_; }
   int max_length() const { return max_length_; }
   std::size_t vocab_size() const { return vocab_.size(); }
+  int64_t max_id() const;  // the largest id the tokenizer can produce
 
  private:
   std::string bpe(const std::string& word) const;  // space-separated pieces

@@ -1,0 +1,35 @@
+// The runtime keys of a config (torch-free: c10 types only), apart from applying them
+// (runtime.cpp), so that the config parsers build without LibTorch's heavy headers.
+#include <limits>
+#include <regex>
+#include <thread>
+
+#include "anomalysd/runtime.h"
+
+namespace anomalysd {
+
+RuntimeConfig RuntimeConfig::from_config(ConfigSection& section) {
+  RuntimeConfig c;
+  c.device = section.get_string("device", c.device);
+  static const std::regex kDevice(R"(auto|cpu|cuda(:[0-9]+)?)");
+  if (!std::regex_match(c.device, kDevice))
+    throw section.error("device", "key 'device' = '" + c.device + "' is not one of: auto, cpu, cuda, cuda:N");
+  c.dtype = section.get_choice("dtype", c.dtype, {"float32", "float16", "bfloat16"});
+  c.seed = section.get_int("seed", c.seed, 0, std::numeric_limits<int64_t>::max());
+  c.threads = section.get_int("threads", c.threads, 0, 1024);
+  return c;
+}
+
+c10::ScalarType parse_run_dtype(const std::string& name) {
+  if (name == "float32") return c10::kFloat;
+  if (name == "float16") return c10::kHalf;
+  if (name == "bfloat16") return c10::kBFloat16;
+  throw InputError("dtype '" + name + "' is not one of: float32, float16, bfloat16");
+}
+
+int default_thread_count() {
+  const unsigned n = std::thread::hardware_concurrency();
+  return n == 0 ? 1 : static_cast<int>(n);
+}
+
+}  // namespace anomalysd
