@@ -4,7 +4,7 @@
 # Builds build-fuzz/ when needed, seeds the corpus (tests/fuzz/seeds/TARGET, plus ../shared/fixtures
 # and configs/ where they fit), runs for SECONDS and prints executions and coverage. A crash leaves
 # its input in build-fuzz/findings/TARGET/ and makes this script fail; add it to the seeds (and a
-# regression test) when fixed.
+# regression test) when fixed. ANOMALYSD_FUZZ_SEED=N makes a run repeatable (CI sets it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=${1:?usage: scripts/fuzz.sh TARGET SECONDS}
@@ -36,7 +36,8 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 log=build-fuzz/fuzz_$target.log
 set +e
 (cd "$findings" && "$root/build-fuzz/tests/fuzz/fuzz_$target" "$root/$corpus" -dict="$root/tests/fuzz/json.dict" \
-   -max_total_time="$seconds" -max_len=65536 -timeout=20 -rss_limit_mb=4096 -print_final_stats=1) > "$log" 2>&1
+   -max_total_time="$seconds" -max_len=65536 -timeout=20 -rss_limit_mb=4096 -print_final_stats=1 \
+   ${ANOMALYSD_FUZZ_SEED:+-seed=$ANOMALYSD_FUZZ_SEED}) > "$log" 2>&1
 rc=$?
 set -e
 execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo '?')
