@@ -40,20 +40,30 @@ bool is_image(const fs::path& p) {
   return ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp" || ext == ".tif" || ext == ".tiff";
 }
 
+// Folder listings skip what cannot be examined (a symlink loop, a dangling link, an entry without
+// permission) instead of failing on it; the error codes keep std::filesystem from throwing.
 std::vector<std::string> images_in(const fs::path& dir) {
   std::vector<std::string> out;
-  if (!fs::is_directory(dir)) return out;
-  for (const auto& e : fs::directory_iterator(dir))
-    if (e.is_regular_file() && is_image(e.path())) out.push_back(e.path().string());
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return out;
+  for (fs::directory_iterator it(dir, fs::directory_options::skip_permission_denied, ec), end; !ec && it != end; it.increment(ec)) {
+    std::error_code e2;
+    if (it->is_regular_file(e2) && is_image(it->path())) out.push_back(it->path().string());
+  }
+  if (ec) throw FormatError(dir.string(), "cannot list the folder: " + ec.message());
   std::sort(out.begin(), out.end());
   return out;
 }
 
 std::vector<std::string> subfolders(const fs::path& dir) {
   std::vector<std::string> out;
-  if (!fs::is_directory(dir)) return out;
-  for (const auto& e : fs::directory_iterator(dir))
-    if (e.is_directory()) out.push_back(e.path().filename().string());
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return out;
+  for (fs::directory_iterator it(dir, fs::directory_options::skip_permission_denied, ec), end; !ec && it != end; it.increment(ec)) {
+    std::error_code e2;
+    if (it->is_directory(e2)) out.push_back(it->path().filename().string());
+  }
+  if (ec) throw FormatError(dir.string(), "cannot list the folder: " + ec.message());
   std::sort(out.begin(), out.end());
   return out;
 }

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include <gtest/gtest.h>
+#include <opencv2/imgcodecs.hpp>
 #include <nlohmann/json.hpp>
 
 #include "anomalysd/app/eval.h"
@@ -260,6 +261,37 @@ TEST(Eval, KilledAtRandomMomentsLosesAtMostTheImageInFlight) {
   // Only complete files under the final names: no temporary file is left behind.
   for (const auto& e : fs::recursive_directory_iterator(f.tmp.path() / "killed"))
     EXPECT_EQ(e.path().filename().string().find(".tmp"), std::string::npos) << e.path();
+}
+
+}  // namespace
+}  // namespace anomalysd
+
+namespace anomalysd {
+namespace {
+
+TEST(Eval, HostileDatasetFolders) {
+  ANOMALYSD_REQUIRE_FIXTURES(fixtures);
+  EvalFixture f(fixtures);
+  // A symlink loop and a dangling link among the test images: skipped by the listing.
+  fs::create_symlink(f.data / "alpha/test/good/loop.png", f.data / "alpha/test/good/loop.png");
+  fs::create_symlink(f.data / "alpha/test/good/gone.png", f.data / "alpha/test/good/dangling.png");
+  // A test image whose name is not UTF-8: evaluated like the others.
+  fs::copy_file(f.data / "beta/test/good/000.png", f.data / "beta/test/good" / std::string("n\xff\xfe.png"));
+  EvalOptions o = f.options("run");
+  const EvalSummary s = run_eval(o);
+  EXPECT_EQ(s.images, 13);
+  EXPECT_TRUE(fs::is_regular_file(f.tmp.path() / "run/maps/beta/test/good" / std::string("n\xff\xfe.tiff")));
+  EXPECT_NO_THROW(read_json_file((f.tmp.path() / "run/run.json").string()));
+  // A ground truth whose size differs from its image's: an error naming the mask, before any work.
+  cv::imwrite((f.data / "alpha/ground_truth/square/001_mask.png").string(), cv::Mat::zeros(20, 20, CV_8U));
+  o.output = (f.tmp.path() / "run2").string();
+  try {
+    run_eval(o);
+    FAIL() << "expected FormatError";
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("001_mask.png: mask is 20x20 but its image is 32x32"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(f.tmp.path() / "run2/maps/alpha"));
 }
 
 }  // namespace
