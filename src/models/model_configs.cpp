@@ -1,5 +1,6 @@
 // The config.json readers of the model families (diffusers / transformers formats), apart from the
 // models: parsing untrusted files is all they do, so the fuzz targets (tests/fuzz) build them alone.
+#include <cmath>
 #include <filesystem>
 
 #include "anomalysd/io/errors.h"
@@ -10,6 +11,29 @@
 #include "anomalysd/models/vae.h"
 
 namespace anomalysd {
+
+namespace {
+
+// Sizes outside these ranges are errors naming the key, before any module is built from them.
+constexpr int64_t kMaxWidth = 65536;  // channels, hidden sizes
+void check(JsonConfig& j, const std::string& key, int64_t v, int64_t lo, int64_t hi) {
+  if (v < lo || v > hi)
+    j.fail(key, std::to_string(v) + " is out of range [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+}
+void check(JsonConfig& j, const std::string& key, const std::vector<int64_t>& values, int64_t lo, int64_t hi) {
+  for (int64_t v : values) check(j, key, v, lo, hi);
+}
+void check_positive(JsonConfig& j, const std::string& key, double v) {
+  if (!(v > 0.0) || !std::isfinite(v)) j.fail(key, "must be a positive finite number");
+}
+// GroupNorm needs the group count to divide every width it normalises.
+void check_groups(JsonConfig& j, const std::string& key, int64_t groups, const std::vector<int64_t>& widths) {
+  check(j, key, groups, 1, kMaxWidth);
+  for (int64_t w : widths)
+    if (w % groups != 0) j.fail(key, std::to_string(groups) + " groups do not divide " + std::to_string(w) + " channels");
+}
+
+}  // namespace
 
 UNetConfig UNetConfig::from_json(const std::string& path) {
   JsonConfig j = JsonConfig::load(path);
@@ -39,6 +63,17 @@ UNetConfig UNetConfig::from_json(const std::string& path) {
   c.upcast_attention = j.get_bool("upcast_attention", false);
   c.downsample_padding = j.get_int("downsample_padding", 1);
   c.sample_size = j.get_int("sample_size", 64);
+  check(j, "in_channels", c.in_channels, 1, 1024);
+  check(j, "out_channels", c.out_channels, 1, 1024);
+  check(j, "block_out_channels", c.block_out_channels, 1, kMaxWidth);
+  check(j, "layers_per_block", c.layers_per_block, 1, 64);
+  check(j, "attention_head_dim", c.attention_heads, 1, kMaxWidth);
+  check(j, "cross_attention_dim", c.cross_attention_dim, 1, kMaxWidth);
+  check_groups(j, "norm_num_groups", c.norm_num_groups, c.block_out_channels);
+  check_positive(j, "norm_eps", c.norm_eps);
+  check(j, "freq_shift", c.freq_shift, 0, c.block_out_channels[0] / 2 - 1);
+  check(j, "downsample_padding", c.downsample_padding, 0, 1);
+  check(j, "sample_size", c.sample_size, 1, kMaxWidth);
   for (std::size_t i = 0; i < n; ++i)
     if (c.attention_heads[i] <= 0 || c.block_out_channels[i] % c.attention_heads[i] != 0)
       j.fail("attention_head_dim", "block " + std::to_string(i) + ": " + std::to_string(c.block_out_channels[i]) +
@@ -89,6 +124,14 @@ VaeConfig VaeConfig::from_json(const std::string& path) {
   c.norm_num_groups = j.get_int("norm_num_groups", 32);
   c.sample_size = j.get_int("sample_size", 512);
   c.scaling_factor = j.get_double("scaling_factor", 0.18215);  // neither SD VAE config states it
+  check(j, "in_channels", c.in_channels, 1, 1024);
+  check(j, "out_channels", c.out_channels, 1, 1024);
+  check(j, "latent_channels", c.latent_channels, 1, 1024);
+  check(j, "block_out_channels", c.block_out_channels, 1, kMaxWidth);
+  check(j, "layers_per_block", c.layers_per_block, 1, 64);
+  check_groups(j, "norm_num_groups", c.norm_num_groups, c.block_out_channels);
+  check(j, "sample_size", c.sample_size, 1, kMaxWidth);
+  check_positive(j, "scaling_factor", c.scaling_factor);
   j.expect("act_fn", "silu");
   j.expect("latents_mean", nullptr);
   j.expect("latents_std", nullptr);
@@ -114,6 +157,13 @@ ClipTextConfig ClipTextConfig::from_json(const std::string& path) {
   c.hidden_act = j.get_string("hidden_act", c.hidden_act);
   if (c.hidden_act != "quick_gelu" && c.hidden_act != "gelu")
     j.fail("hidden_act", "unsupported activation '" + c.hidden_act + "' (quick_gelu or gelu)");
+  check(j, "vocab_size", c.vocab_size, 1, 10'000'000);
+  check(j, "hidden_size", c.hidden_size, 1, kMaxWidth);
+  check(j, "intermediate_size", c.intermediate_size, 1, 4 * kMaxWidth);
+  check(j, "num_hidden_layers", c.num_hidden_layers, 0, 1024);
+  check(j, "num_attention_heads", c.num_attention_heads, 1, kMaxWidth);
+  check(j, "max_position_embeddings", c.max_position_embeddings, 1, 100'000);
+  check_positive(j, "layer_norm_eps", c.layer_norm_eps);
   if (c.hidden_size % c.num_attention_heads != 0) j.fail("num_attention_heads", "does not divide hidden_size");
   c.eos_token_id = j.get_int("eos_token_id", 2);
   j.expect("model_type", "clip_text_model");
@@ -139,6 +189,10 @@ DdimConfig DdimConfig::from_json(const std::string& path) {
   c.prediction_type = j.get_string("prediction_type", c.prediction_type);
   if (c.prediction_type != "epsilon" && c.prediction_type != "v_prediction")
     j.fail("prediction_type", "unsupported '" + c.prediction_type + "' (epsilon or v_prediction)");
+  check(j, "num_train_timesteps", c.num_train_timesteps, 1, 100'000);
+  if (!(c.beta_start > 0 && c.beta_start < 1)) j.fail("beta_start", "must be in (0, 1)");
+  if (!(c.beta_end > 0 && c.beta_end < 1 && c.beta_end >= c.beta_start)) j.fail("beta_end", "must be in [beta_start, 1)");
+  check(j, "steps_offset", c.steps_offset, 0, c.num_train_timesteps - 1);
   c.timestep_spacing = j.get_string("timestep_spacing", c.timestep_spacing);
   if (c.timestep_spacing != "leading" && c.timestep_spacing != "trailing" && c.timestep_spacing != "linspace")
     j.fail("timestep_spacing", "unsupported '" + c.timestep_spacing + "'");

@@ -436,3 +436,33 @@ TEST(Tokenizer, PipelineRefusesATokenizerLargerThanItsTextEncoder) {
 
 }  // namespace
 }  // namespace anomalysd
+
+namespace anomalysd {
+namespace {
+
+// Found by fuzz_model_configs (tests/fuzz/seeds/model_configs/regression-zero-heads.json):
+// num_attention_heads = 0 divided by zero. Sizes are now range-checked, each error naming the key.
+TEST(ModelConfigs, SizesAreRangeCheckedBeforeAnyModuleIsBuilt) {
+  test::TempDir dir;
+  auto error_of = [&](const std::string& json, auto read) {
+    test::write_bytes(dir.file("config.json"), json);
+    try {
+      read(dir.file("config.json"));
+    } catch (const FormatError& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  const std::string clip = R"({"model_type": "clip_text_model", "hidden_size": 32, "num_attention_heads": 0})";
+  EXPECT_NE(error_of(clip, ClipTextConfig::from_json).find("num_attention_heads"), std::string::npos);
+  const std::string unet = R"({"block_out_channels": [32, 48], "down_block_types": ["DownBlock2D", "DownBlock2D"],
+                               "up_block_types": ["UpBlock2D", "UpBlock2D"], "norm_num_groups": 32, "attention_head_dim": 4})";
+  EXPECT_NE(error_of(unet, UNetConfig::from_json).find("32 groups do not divide 48 channels"), std::string::npos);
+  const std::string vae = R"({"block_out_channels": [0], "down_block_types": ["DownEncoderBlock2D"], "up_block_types": ["UpDecoderBlock2D"]})";
+  EXPECT_NE(error_of(vae, VaeConfig::from_json).find("block_out_channels"), std::string::npos);
+  EXPECT_NE(error_of(R"({"num_train_timesteps": 0})", DdimConfig::from_json).find("num_train_timesteps"), std::string::npos);
+  EXPECT_NE(error_of(R"({"beta_start": 0.5, "beta_end": 0.1})", DdimConfig::from_json).find("beta_end"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace anomalysd
