@@ -21,9 +21,46 @@ std::string scalar_text(const YAML::Node& node) {
   return "nothing";
 }
 
+// Offset of the first byte that is not part of well-formed UTF-8, or npos. yaml-cpp stops reading
+// at such bytes without an error: the rest of the file would silently take its defaults.
+std::size_t invalid_utf8(const std::string& s) {
+  std::size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    std::size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    if (n == 0 || i + n > s.size()) return i;
+    uint32_t cp = n == 1 ? c : n == 2 ? (c & 0x1F) : n == 3 ? (c & 0x0F) : (c & 0x07);
+    for (std::size_t k = 1; k < n; ++k) {
+      const auto d = static_cast<unsigned char>(s[i + k]);
+      if ((d >> 6) != 0x2) return i;
+      cp = (cp << 6) | (d & 0x3F);
+    }
+    // overlong forms, surrogates, beyond U+10FFFF
+    if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
+      return i;
+    i += n;
+  }
+  return std::string::npos;
+}
+
+std::string position_of(const std::string& text, std::size_t offset) {
+  std::size_t line = 1, col = 1;
+  for (std::size_t i = 0; i < offset; ++i) {
+    if (text[i] == '\n') {
+      ++line;
+      col = 1;
+    } else {
+      ++col;
+    }
+  }
+  return std::to_string(line) + ":" + std::to_string(col);
+}
+
 ConfigSource parse(const std::string& text, const std::string& name) {
   ConfigSource source;
   source.name = name;
+  if (const std::size_t bad = invalid_utf8(text); bad != std::string::npos)
+    throw ConfigError(name + ":" + position_of(text, bad), "", "invalid UTF-8 (a YAML config must be UTF-8 text)");
   try {
     source.root = YAML::Load(text);
   } catch (const YAML::ParserException& e) {
@@ -52,6 +89,7 @@ void apply_override(ConfigSource& source, const std::string& assignment) {
   if (eq == std::string::npos || eq == 0) throw ConfigError(origin, "", "expected --set key.path=value");
   const std::string key = assignment.substr(0, eq);
   const std::string value = assignment.substr(eq + 1);
+  if (invalid_utf8(assignment) != std::string::npos) throw ConfigError(origin, "", "invalid UTF-8 in the override");
 
   std::vector<std::string> parts;
   std::stringstream ss(key);

@@ -192,3 +192,21 @@ TEST(MethodConfig, PerClassStrengthAndItsErrors) {
 
 }  // namespace
 }  // namespace anomalysd
+
+namespace anomalysd {
+namespace {
+
+// Found by fuzz_config (tests/fuzz/seeds/config/regression-invalid-utf8.yaml): yaml-cpp stops
+// reading at bytes that are not UTF-8, so the rest of the file silently took its defaults (the
+// printed config read back differently). Now an error naming the position.
+TEST(Config, InvalidUtf8IsAnErrorNotATruncatedConfig) {
+  auto bind = [](const ConfigSource& src) { AppConfig::from_source(src); };
+  EXPECT_EQ(config_error("seed: 3\nprompts: [a\xff.yaml]\ninference:\n  steps: 7\n", bind),
+            "cfg.yaml:2:12: invalid UTF-8 (a YAML config must be UTF-8 text)");
+  EXPECT_EQ(config_error("seed: 1\n", bind, {"prompts=[\xc3\x28]"}), "--set prompts=[\xc3\x28]: invalid UTF-8 in the override");
+  // Well-formed multi-byte text is fine.
+  EXPECT_EQ(config_error("prompts: [\"caf\xc3\xa9.yaml\"]\n", bind), "");
+}
+
+}  // namespace
+}  // namespace anomalysd
