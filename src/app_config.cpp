@@ -135,6 +135,8 @@ std::string AppConfig::to_yaml() const {
   out << YAML::Key << "dtype" << YAML::Value << runtime.dtype;
   out << YAML::Key << "seed" << YAML::Value << runtime.seed;
   out << YAML::Key << "threads" << YAML::Value << runtime.threads;
+  out << YAML::Key << "cpu_gemm" << YAML::Value << runtime.cpu_gemm;
+  out << YAML::Key << "attention" << YAML::Value << runtime.attention;
   out << YAML::Key << "model" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "path" << YAML::Value << model.path;
   out << YAML::Key << "variant" << YAML::Value << model.variant;

@@ -4,6 +4,9 @@
 #include <torch/torch.h>
 #include <spdlog/spdlog.h>
 
+#include "anomalysd/models/attention_kernels.h"
+#include "anomalysd/models/cpu_gemm.h"
+
 namespace anomalysd {
 
 Runtime apply_runtime(const RuntimeConfig& config) {
@@ -30,6 +33,18 @@ Runtime apply_runtime(const RuntimeConfig& config) {
 
   rt.threads = config.threads > 0 ? static_cast<int>(config.threads) : default_thread_count();
   torch::set_num_threads(rt.threads);
+  // Attention kernel everywhere (sdpa needs LibTorch >= 2); the GEMM choice only matters on the CPU.
+  try {
+    set_attention_kernel(parse_attention_kernel(config.attention));
+  } catch (const InputError& e) {
+    throw InputError(std::string("key 'attention': ") + e.what());
+  }
+  if (rt.device.is_cpu()) {
+    const GemmChoice gemm = choose_cpu_gemm(config.cpu_gemm, rt.threads);
+    use_cpu_gemm(gemm.backend);
+    rt.gemm = gemm_backend_name(gemm.backend) + " (" + gemm.reason + ")";
+    spdlog::debug("CPU GEMM: {}", rt.gemm);
+  }
   rt.seed = config.seed;
   torch::manual_seed(static_cast<uint64_t>(rt.seed));
   spdlog::debug("runtime: device {}, dtype {}, {} threads, seed {}", rt.device.str(), config.dtype, rt.threads, rt.seed);

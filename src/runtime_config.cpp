@@ -17,6 +17,8 @@ RuntimeConfig RuntimeConfig::from_config(ConfigSection& section) {
   c.dtype = section.get_choice("dtype", c.dtype, {"float32", "float16", "bfloat16"});
   c.seed = section.get_int("seed", c.seed, 0, std::numeric_limits<int64_t>::max());
   c.threads = section.get_int("threads", c.threads, 0, 1024);
+  c.cpu_gemm = section.get_choice("cpu_gemm", c.cpu_gemm, {"auto", "onednn", "blas"});
+  c.attention = section.get_choice("attention", c.attention, {"auto", "sdpa", "fused", "chunked"});
   return c;
 }
 

@@ -11,6 +11,9 @@
 #include <torch/torch.h>
 #include <torch/version.h>
 
+#include "anomalysd/models/attention_kernels.h"
+#include "anomalysd/models/cpu_gemm.h"
+
 #include "anomalysd/runtime.h"
 #include "anomalysd_version.h"  // generated: ANOMALYSD_VERSION
 
@@ -59,6 +62,14 @@ std::string version_report() {
   const std::string blas = loaded_blas();
   s << "BLAS: " << (blas.empty() ? "none loaded (or statically linked, e.g. MKL)" : blas) << "\n";
   s << "CPU threads: " << default_thread_count() << " cores (LibTorch default " << at::get_num_threads() << ")\n";
+  // What a run with the default config (threads: 0, cpu_gemm: auto, attention: auto) uses.
+  at::set_num_threads(default_thread_count());
+  const GemmChoice gemm = choose_cpu_gemm("auto", default_thread_count());
+  s << "CPU GEMM (cpu_gemm: auto): " << gemm_backend_name(gemm.backend) << " — " << gemm.reason << "\n";
+  s << "Attention (attention: auto): "
+    << (sdpa_available() ? "sdpa (LibTorch's scaled_dot_product_attention)"
+                         : "fused CPU kernel for inference, chunked under autograd (LibTorch < 2.0 has no SDPA)")
+    << "\n";
   if (torch::cuda::is_available()) {
     s << "CUDA: available, " << torch::cuda::device_count() << " device(s)";
     s << (torch::cuda::cudnn_is_available() ? ", cuDNN available" : "") << "\n";

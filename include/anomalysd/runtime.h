@@ -17,8 +17,10 @@ struct RuntimeConfig {
   std::string dtype = "float32";  // float32 | float16 | bfloat16
   int64_t seed = 0;
   int64_t threads = 0;  // LibTorch intra-op threads; 0 = all cores (Debian's LibTorch defaults to 1)
+  std::string cpu_gemm = "auto";       // auto | onednn | blas: the CPU GEMM of Linear layers (models/cpu_gemm.h)
+  std::string attention = "auto";  // auto | sdpa | fused | chunked (models/attention_kernels.h)
 
-  // Reads the keys `device`, `dtype`, `seed`, `threads` of `section`.
+  // Reads the keys `device`, `dtype`, `seed`, `threads`, `cpu_gemm`, `attention` of `section`.
   static RuntimeConfig from_config(ConfigSection& section);
 };
 
@@ -27,10 +29,11 @@ struct Runtime {
   c10::ScalarType dtype = c10::kFloat;
   int threads = 1;
   int64_t seed = 0;
+  std::string gemm;  // the CPU GEMM in use and why ("" on CUDA)
 };
 
 // Resolves `auto`, checks that the device exists and supports the dtype, sets LibTorch's
-// thread count and seeds its generators. Throws InputError naming the offending key.
+// thread count, the CPU GEMM and attention kernel, and seeds its generators. Throws InputError naming the offending key.
 Runtime apply_runtime(const RuntimeConfig& config);
 
 c10::ScalarType parse_run_dtype(const std::string& name);  // float32 | float16 | bfloat16

@@ -106,6 +106,8 @@ InpaintResult inpaint(SdPipeline& pipe, const torch::Tensor& image, const torch:
   // 4. denoising loop on [z_t; m↓; z°] (eq. 11)
   const torch::Tensor cond = conditioning.cond.to(w.device(), w.scalar_type()).expand({m, -1, -1});
   const torch::Tensor uncond = guided ? conditioning.uncond.to(w.device(), w.scalar_type()).expand({m, -1, -1}) : torch::Tensor();
+  // The prompt's cross-attention K/V are the same for every step and mask: project them once.
+  const TextProjectionCache text_projections(*pipe.unet, {cond.narrow(0, 0, 1), guided ? uncond.narrow(0, 0, 1) : torch::Tensor()});
   InpaintResult result;
   for (const int64_t t : timesteps) {
     const torch::Tensor input = torch::cat({z, condition}, 1);  // DDIM's scale_model_input is the identity

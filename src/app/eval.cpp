@@ -71,7 +71,8 @@ void write_scores(const fs::path& output, const std::map<std::string, double>& s
 // The config as it determines the maps: device, threads and the mask batch only change speed.
 std::string config_identity(AppConfig c) {
   c.runtime.device = "-";
-  c.runtime.threads = 0;
+  c.runtime.threads = 0;  // speed knobs: a resumed run may change them
+  c.runtime.cpu_gemm = c.runtime.attention = "-";
   c.inference.mask_batch = 0;
   c.source.clear();
   return c.to_yaml();

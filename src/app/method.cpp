@@ -84,6 +84,7 @@ MethodRunner::MethodRunner(const AppConfig& config, const std::string& model_dir
   // 1. the inpainting pipeline
   pipe_ = load_sd_pipeline(model_dir_, config_.model.variant);
   pipe_.to(runtime_.device, runtime_.dtype);
+  pipe_.use_cpu_inference_layout();
   check_inpaint_size(pipe_, config_.resolution, config_.resolution);
 
   // 2. the feature networks

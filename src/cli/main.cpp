@@ -25,6 +25,7 @@
 #include "anomalysd/io/safetensors.h"
 #include "anomalysd/io/tensor_io.h"
 #include "anomalysd/metrics/eval_maps.h"
+#include "anomalysd/models/attention_kernels.h"
 #include "anomalysd/metrics/results.h"
 #include "anomalysd/tools/components.h"
 #include "anomalysd/runtime.h"
@@ -88,20 +89,29 @@ struct BenchOptions {
   int64_t repeats = 3;
   int64_t size = 0;
   int64_t threads = 0;
+  std::string gemm = "auto";
+  std::string attention = "auto";
+  bool profile = false;
+  std::vector<int64_t> attention_blocks;  // fused kernel: query rows, key columns
 };
 
 int run_bench(const BenchOptions& o) {
   anomalysd::RuntimeConfig rc;
   rc.device = "cpu";
   rc.threads = o.threads;
-  anomalysd::apply_runtime(rc);
+  rc.cpu_gemm = o.gemm;
+  rc.attention = o.attention;
+  const anomalysd::Runtime rt = anomalysd::apply_runtime(rc);
+  if (!o.attention_blocks.empty()) anomalysd::set_fused_attention_blocks({o.attention_blocks.at(0), o.attention_blocks.at(1)});
+  std::printf("CPU GEMM: %s; attention: %s; %d threads\n", rt.gemm.c_str(), o.attention.c_str(), rt.threads);
   std::printf("%-11s %5s %12s %14s %12s %s\n", "component", "batch", "median s", "s per sample", "peak RSS GiB", "runs (s)");
   for (const int64_t batch : o.batches) {
-    const auto f = anomalysd::bench_component(o.component, o.config, batch, o.repeats, o.size);
+    const auto f = anomalysd::bench_component(o.component, o.config, batch, o.repeats, o.size, o.profile);
     std::string runs;
     for (double s : f.seconds) runs += (runs.empty() ? "" : " ") + std::to_string(s).substr(0, 6);
     std::printf("%-11s %5lld %12.2f %14.2f %12.2f %s\n", f.what.c_str(), static_cast<long long>(f.batch), f.median_s,
                 f.median_s / static_cast<double>(f.batch), f.peak_rss_gib, runs.c_str());
+    if (!f.profile.empty()) std::printf("\nprofile of one more run (batch %lld):\n%s\n", static_cast<long long>(f.batch), f.profile.c_str());
     std::fflush(stdout);
   }
   return 0;
@@ -296,12 +306,21 @@ int main(int argc, char** argv) {
   BenchOptions bench;
   CLI::App* bench_cmd = app.add_subcommand("bench", "Time a real-size component built from its config.json with random weights (CPU)");
   bench_cmd->add_option("component", bench.component,
-                        "unet | unet-train | unet-train-checkpointed | vae-encode | vae-decode | efficientnet | prototype-bank | nn-error-map | lpips | eval-maps")->required();
+                        "unet | unet-train | unet-train-checkpointed | vae-encode | vae-decode | attention | efficientnet | prototype-bank | nn-error-map | lpips | eval-maps")->required();
   bench_cmd->add_option("--config", bench.config, "unet / vae: the component's config.json (e.g. sd2-inpainting/unet/config.json)");
   bench_cmd->add_option("--batch", bench.batches, "Batch sizes (repeatable)")->capture_default_str();
   bench_cmd->add_option("--repeats", bench.repeats, "Timed runs after one warm-up")->capture_default_str();
   bench_cmd->add_option("--size", bench.size, "Spatial size: latent for unet (default sample_size), image for vae (512)");
   bench_cmd->add_option("--threads", bench.threads, "Intra-op threads (0 = all cores)")->capture_default_str();
+  bench_cmd->add_option("--gemm", bench.gemm, "CPU GEMM of Linear layers: auto | onednn | blas (config key cpu_gemm)")
+      ->check(CLI::IsMember({"auto", "onednn", "blas"}))
+      ->capture_default_str();
+  bench_cmd->add_option("--attention", bench.attention, "Attention kernel: auto | sdpa | fused | chunked (config key attention)")
+      ->check(CLI::IsMember({"auto", "sdpa", "fused", "chunked"}))
+      ->capture_default_str();
+  bench_cmd->add_option("--attention-blocks", bench.attention_blocks, "Fused attention's block: query rows and key columns (tuning; default from the L2 size)")
+      ->expected(2);
+  bench_cmd->add_flag("--profile", bench.profile, "After the timed runs, profile one more and print the time per LibTorch operator");
 
   EvalMapsCli eval_maps;
   CLI::App* eval_maps_cmd = app.add_subcommand("eval-maps", "Evaluate any method's anomaly maps (MVTec AD evaluation layout) on a dataset");

@@ -3,6 +3,8 @@
 // transformers/transformer_2d.py.
 #include "anomalysd/models/blocks.h"
 
+#include "anomalysd/io/errors.h"
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -14,70 +16,10 @@ namespace anomalysd {
 namespace nn = torch::nn;
 namespace F = torch::nn::functional;
 
-namespace {
-std::atomic<bool> g_onednn_linear{true};
-}  // namespace
-
-void set_onednn_linear(bool enabled) { g_onednn_linear = enabled; }
-bool onednn_linear_enabled() { return g_onednn_linear; }
-
-torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
-  const int64_t rows = x.numel() / std::max<int64_t>(1, x.size(-1));
-  // oneDNN needs plain float32 CPU tensors and has no autograd here; tiny products are not worth
-  // the layout conversions.
-  if (g_onednn_linear && at::hasMKLDNN() && !torch::GradMode::is_enabled() && x.device().is_cpu() &&
-      x.scalar_type() == torch::kFloat && weight.scalar_type() == torch::kFloat && rows >= 16) {
-    std::vector<int64_t> out_shape = x.sizes().vec();
-    out_shape.back() = weight.size(0);
-    const torch::Tensor x2 = x.reshape({rows, x.size(-1)}).contiguous();
-    const c10::optional<torch::Tensor> b = bias.defined() ? c10::optional<torch::Tensor>(bias) : c10::nullopt;
-    return at::mkldnn_linear(x2.to_mkldnn(), weight.contiguous(), b).to_dense().view(out_shape);
-  }
-  return torch::nn::functional::linear(x, weight, bias);
-}
-
-torch::Tensor linear(const torch::nn::Linear& layer, const torch::Tensor& x) { return linear(x, layer->weight, layer->bias); }
-
-torch::Tensor scaled_dot_product_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                                           bool upcast, bool causal) {
-#if TORCH_VERSION_MAJOR >= 2
-  if (!upcast || q.scalar_type() == torch::kFloat)
-    return at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0, /*is_causal=*/causal);
-#endif
-  const int64_t b = q.size(0), heads = q.size(1), lq = q.size(2), lk = k.size(2), d = q.size(3), bh = b * heads;
-  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
-  const auto score_dtype = upcast ? torch::kFloat : q.scalar_type();
-  // One contiguous [B·heads, L, D] copy each, as diffusers' head_to_batch_dim.
-  const torch::Tensor q3 = q.reshape({bh, lq, d}).to(score_dtype);
-  const torch::Tensor k3 = k.reshape({bh, lk, d}).to(score_dtype);
-  const torch::Tensor v3 = v.reshape({bh, lk, d});
-  torch::Tensor out = torch::empty({bh, lq, d}, q.options());
-  // Chunks of whole heads whose score matrices hold at most 32 Mi elements (128 MiB in fp32);
-  // a single head larger than that is split by query rows.
-  constexpr int64_t kMaxScoreElements = int64_t(32) << 20;
-  const int64_t rows = std::clamp<int64_t>(kMaxScoreElements / std::max<int64_t>(1, lk), 1, lq);
-  const int64_t heads_per_chunk = rows < lq ? 1 : std::clamp<int64_t>(kMaxScoreElements / (lq * lk), 1, bh);
-  for (int64_t h0 = 0; h0 < bh; h0 += heads_per_chunk) {
-    const int64_t nh = std::min(heads_per_chunk, bh - h0);
-    const torch::Tensor kt = k3.narrow(0, h0, nh).transpose(1, 2);
-    for (int64_t r0 = 0; r0 < lq; r0 += rows) {
-      const int64_t nr = std::min(rows, lq - r0);
-      const torch::Tensor qc = q3.narrow(0, h0, nh).narrow(1, r0, nr);
-      torch::Tensor scores = torch::baddbmm(torch::empty({nh, nr, lk}, q3.options()), qc, kt, /*beta=*/0.0, /*alpha=*/scale);
-      if (causal) {
-        const auto row = torch::arange(r0, r0 + nr, q.options().dtype(torch::kLong)).unsqueeze(1);
-        const auto col = torch::arange(lk, q.options().dtype(torch::kLong)).unsqueeze(0);
-        scores.masked_fill_(col > row, -std::numeric_limits<float>::infinity());
-      }
-      const torch::Tensor probs = scores.softmax(-1).to(v.scalar_type());
-      torch::Tensor target = out.narrow(0, h0, nh).narrow(1, r0, nr);
-      if (nr == lq && !torch::GradMode::is_enabled())  // out= kernels have no autograd
-        torch::bmm_out(target, probs, v3.narrow(0, h0, nh));
-      else
-        target.copy_(torch::bmm(probs, v3.narrow(0, h0, nh)));
-    }
-  }
-  return out.view({b, heads, lq, d});
+void use_channels_last(torch::nn::Module& module) {
+  torch::NoGradGuard no_grad;
+  for (auto& p : module.parameters())
+    if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -93,6 +35,16 @@ ResnetBlock2DImpl::ResnetBlock2DImpl(int64_t in_channels, int64_t out_channels, 
 }
 
 torch::Tensor ResnetBlock2DImpl::forward(const torch::Tensor& x, const torch::Tensor& temb) {
+  if (!torch::GradMode::is_enabled()) {
+    // Inference: SiLU, the time embedding and the residual land in place — one pass and no new
+    // buffer each (same values: the operands and their order are those of the graph below).
+    torch::Tensor a = norm1(x);
+    torch::Tensor h = conv1(torch::silu_(a));
+    if (time_emb_proj && temb.defined()) h.add_(time_emb_proj(F::silu(temb)).unsqueeze(-1).unsqueeze(-1));
+    a = norm2(h);
+    h = conv2(torch::silu_(a));
+    return conv_shortcut ? conv_shortcut(x).add_(h) : h.add_(x);  // x + h == h + x exactly
+  }
   torch::Tensor h = conv1(F::silu(norm1(x)));
   if (time_emb_proj && temb.defined()) h = h + time_emb_proj(F::silu(temb)).unsqueeze(-1).unsqueeze(-1);
   h = conv2(F::silu(norm2(h)));  // dropout is identity at inference
@@ -118,12 +70,14 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
   auto split_heads = [&](const torch::Tensor& t) { return t.view({t.size(0), -1, heads, d}).transpose(1, 2); };  // [B, h, L, D]
   const torch::Tensor q = split_heads(linear(to_q, x));
   torch::Tensor k, v;
-  if (context.defined() && ctx.size(0) > 1 && ctx.stride(0) == 0) {
+  if (context.defined() && (ctx.size(0) == 1 || ctx.stride(0) == 0)) {
     // One text embedding broadcast over a batch (every inpainting mask shares the prompt):
-    // project it once and broadcast K and V, instead of B identical projections.
+    // project it once and broadcast K and V, instead of B identical projections — or not at
+    // all when the run cached them (cache_text_projections).
     const torch::Tensor one = ctx.narrow(0, 0, 1);
-    k = split_heads(linear(to_k, one)).expand({b, -1, -1, -1});
-    v = split_heads(linear(to_v, one)).expand({b, -1, -1, -1});
+    const TextProjection* cached = find_text_projection(one);
+    k = (cached ? cached->k : split_heads(linear(to_k, one))).expand({b, -1, -1, -1});
+    v = (cached ? cached->v : split_heads(linear(to_v, one))).expand({b, -1, -1, -1});
   } else {
     k = split_heads(linear(to_k, ctx));
     v = split_heads(linear(to_v, ctx));
@@ -134,10 +88,33 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
   return linear(to_out_0, out);
 }
 
+void AttentionImpl::cache_text_projection(const torch::Tensor& context_row) {
+  if (context_row.dim() != 3 || context_row.size(0) != 1) throw ShapeError("cache_text_projection: the text embedding must be [1, S, E]");
+  torch::NoGradGuard no_grad;
+  if (find_text_projection(context_row)) return;
+  const int64_t heads = options.heads, d = options.head_dim;
+  auto split_heads = [&](const torch::Tensor& t) { return t.view({t.size(0), -1, heads, d}).transpose(1, 2); };
+  text_projections.push_back({context_row, context_row._version(), split_heads(linear(to_k, context_row)),
+                              split_heads(linear(to_v, context_row))});
+}
+
+const AttentionImpl::TextProjection* AttentionImpl::find_text_projection(const torch::Tensor& row) const {
+  if (torch::GradMode::is_enabled()) return nullptr;  // training differentiates through to_k / to_v
+  for (const auto& p : text_projections) {
+    // The cache holds its source tensor, so no other tensor can own that memory meanwhile; a
+    // write to the source (its version) or a different view of it is a miss.
+    if (p.source.data_ptr() == row.data_ptr() && p.source.sizes() == row.sizes() && p.source.strides() == row.strides() &&
+        p.source.scalar_type() == row.scalar_type() && p.source.device() == row.device() && p.version == row._version())
+      return &p;
+  }
+  return nullptr;
+}
+
 torch::Tensor AttentionImpl::forward_spatial(const torch::Tensor& x) {
   const int64_t b = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
   torch::Tensor tokens = group_norm(x).view({b, c, h * w}).transpose(1, 2);  // [B, H·W, C]
   tokens = forward(tokens);
+  if (!torch::GradMode::is_enabled()) return tokens.transpose(1, 2).reshape({b, c, h, w}).add_(x);
   return tokens.transpose(1, 2).reshape({b, c, h, w}) + x;
 }
 
@@ -176,6 +153,8 @@ GEGLUImpl::GEGLUImpl(int64_t dim_in, int64_t dim_out) {
 
 torch::Tensor GEGLUImpl::forward(const torch::Tensor& x) {
   const auto parts = linear(proj, x).chunk(2, -1);
+  // Inference: gelu's fresh, contiguous output takes the product in place (one buffer, not two).
+  if (!torch::GradMode::is_enabled()) return F::gelu(parts[1]).mul_(parts[0]);
   return parts[0] * F::gelu(parts[1]);
 }
 
@@ -201,6 +180,11 @@ BasicTransformerBlockImpl::BasicTransformerBlockImpl(int64_t dim, int64_t heads,
 }
 
 torch::Tensor BasicTransformerBlockImpl::forward(const torch::Tensor& x, const torch::Tensor& context) {
+  if (!torch::GradMode::is_enabled()) {  // inference: residuals added in place
+    torch::Tensor h = attn1(norm1(x)).add_(x);
+    h = attn2(norm2(h), context).add_(h);
+    return ff(norm3(h)).add_(h);
+  }
   torch::Tensor h = attn1(norm1(x)) + x;  // self-attention
   h = attn2(norm2(h), context) + h;      // cross-attention on the text embedding
   return ff(norm3(h)) + h;
@@ -237,7 +221,8 @@ torch::Tensor Transformer2DModelImpl::forward(const torch::Tensor& x, const torc
   if (use_linear_projection) {
     t = linear(proj_out_linear, t).reshape({b, h, w, c}).permute({0, 3, 1, 2});
   } else {
-    t = proj_out_conv(t.reshape({b, h, w, c}).permute({0, 3, 1, 2}).contiguous());
+    // NHWC tokens as an NCHW view: a copy only when the model runs in NCHW
+    t = proj_out_conv(t.reshape({b, h, w, c}).permute({0, 3, 1, 2}).contiguous(x.suggest_memory_format()));
   }
   return t + x;
 }

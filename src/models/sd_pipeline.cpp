@@ -38,6 +38,12 @@ void SdPipeline::to(torch::Device device, torch::ScalarType dtype) {
   vae->to(device, dtype);
 }
 
+void SdPipeline::use_cpu_inference_layout() {
+  if (!unet->conv_in->weight.device().is_cpu()) return;
+  use_channels_last(*unet);
+  use_channels_last(*vae);
+}
+
 SdPipeline load_sd_pipeline(const std::string& dir, const std::string& variant) {
   const fs::path root(dir);
   if (!fs::is_directory(root)) throw FormatError(dir, "pipeline folder not found");

@@ -169,8 +169,8 @@ torch::Tensor UNet2DConditionModelImpl::forward(const torch::Tensor& sample, con
     // 5. up
     for (const auto& block : *up_blocks) x = block->as<UpBlock2DImpl>()->forward(x, skips, temb, context);
   }
-  // 6. post-process
-  return conv_out(F::silu(conv_norm_out(x)));
+  // 6. post-process (NCHW out, also when the weights are channels-last)
+  return conv_out(F::silu(conv_norm_out(x))).contiguous();
 }
 
 torch::Tensor UNet2DConditionModelImpl::forward_blocks_checkpointed(torch::Tensor x, const torch::Tensor& temb,
@@ -209,6 +209,18 @@ torch::Tensor UNet2DConditionModelImpl::forward_blocks_checkpointed(torch::Tenso
         in)[0];
   }
   return x;
+}
+
+void UNet2DConditionModelImpl::cache_text_projections(const std::vector<torch::Tensor>& context_rows) {
+  for (const auto& m : modules(/*include_self=*/false))
+    if (auto* attention = dynamic_cast<AttentionImpl*>(m.get()); attention && attention->options.cross_attention_dim > 0)
+      for (const auto& row : context_rows)
+        if (row.defined()) attention->cache_text_projection(row);
+}
+
+void UNet2DConditionModelImpl::clear_text_projections() {
+  for (const auto& m : modules(/*include_self=*/false))
+    if (auto* attention = dynamic_cast<AttentionImpl*>(m.get())) attention->clear_text_projections();
 }
 
 UNet2DConditionModel load_unet(const std::string& dir, const std::string& variant) {

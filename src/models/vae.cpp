@@ -119,8 +119,8 @@ LatentPosterior AutoencoderKLImpl::encode(const torch::Tensor& image) {
     throw ShapeError("vae: image must be [B, " + std::to_string(config.in_channels) + ", H, W]");
   const auto moments = quant_conv->forward(encoder->forward(image)).chunk(2, 1);
   LatentPosterior p;
-  p.mean = moments[0];
-  p.logvar = moments[1].clamp(-30.0, 20.0);
+  p.mean = moments[0].contiguous();  // NCHW, also when the weights are channels-last
+  p.logvar = moments[1].clamp(-30.0, 20.0).contiguous();
   p.std = (0.5 * p.logvar).exp();
   return p;
 }
@@ -128,7 +128,7 @@ LatentPosterior AutoencoderKLImpl::encode(const torch::Tensor& image) {
 torch::Tensor AutoencoderKLImpl::decode(const torch::Tensor& z) {
   if (z.dim() != 4 || z.size(1) != config.latent_channels)
     throw ShapeError("vae: latent must be [B, " + std::to_string(config.latent_channels) + ", h, w]");
-  return decoder(post_quant_conv(z));
+  return decoder(post_quant_conv(z)).contiguous();
 }
 
 std::string vae_legacy_key(const std::string& key) {

@@ -1,4 +1,5 @@
 #include "anomalysd/tools/components.h"
+#include "anomalysd/tools/op_profile.h"
 
 #include <sys/resource.h>
 #include <unistd.h>
@@ -92,6 +93,7 @@ std::map<std::string, torch::Tensor> run_forward(const ForwardRequest& r, const 
   if (r.component == "inpaint") {
     SdPipeline pipe = load_sd_pipeline(r.model_dir, r.variant);
     pipe.to(rt.device, rt.dtype);
+    pipe.use_cpu_inference_layout();
     if (r.texts.size() != 1) throw InputError("inpaint: give exactly one --text (the prompt)");
     const torch::Tensor image = as_float_input(input(inputs, "image", r.component), torch::kCPU, torch::kFloat, "image");
     const torch::Tensor mask = as_float_input(input(inputs, "mask", r.component), torch::kCPU, torch::kFloat, "mask");
@@ -125,6 +127,7 @@ std::map<std::string, torch::Tensor> run_forward(const ForwardRequest& r, const 
   } else if (r.component == "unet") {
     UNet2DConditionModel unet = load_unet(r.model_dir, r.variant);
     unet->to(rt.device, rt.dtype);
+    if (rt.device.is_cpu()) use_channels_last(*unet);  // as inference runs it
     const torch::Tensor sample = as_float_input(input(inputs, "sample", r.component), rt.device, rt.dtype, "sample");
     const torch::Tensor context = as_float_input(input(inputs, "encoder_hidden_states", r.component), rt.device, rt.dtype,
                                                  "encoder_hidden_states");
@@ -132,6 +135,7 @@ std::map<std::string, torch::Tensor> run_forward(const ForwardRequest& r, const 
   } else if (r.component == "vae-encode" || r.component == "vae-decode") {
     AutoencoderKL vae = load_vae(r.model_dir, r.variant);
     vae->to(rt.device, rt.dtype);
+    if (rt.device.is_cpu()) use_channels_last(*vae);
     if (r.component == "vae-encode") {
       const LatentPosterior p = vae->encode(as_float_input(input(inputs, "image", r.component), rt.device, rt.dtype, "image"));
       out["posterior_mean"] = output(p.mean);
@@ -277,7 +281,7 @@ BenchFigures bench_eval_maps(int64_t images, int64_t size, int64_t repeats) {
 }
 
 BenchFigures bench_component(const std::string& component, const std::string& config_path, int64_t batch, int64_t repeats,
-                             int64_t size) {
+                             int64_t size, bool profile) {
   torch::NoGradGuard no_grad;
   BenchFigures f;
   f.what = component;
@@ -306,6 +310,7 @@ BenchFigures bench_component(const std::string& component, const std::string& co
     auto unet = UNet2DConditionModel(UNetConfig::from_json(config_path));
     unet->eval();
     const int64_t s = size > 0 ? size : unet->config.sample_size;
+    use_channels_last(*unet);  // the CPU inference layout (SdPipeline::use_cpu_inference_layout)
     const torch::Tensor sample = torch::randn({batch, unet->config.in_channels, s, s});
     const torch::Tensor context = torch::randn({batch, 77, unet->config.cross_attention_dim});
     const torch::Tensor t = torch::full({batch}, 981, torch::kLong);
@@ -314,6 +319,7 @@ BenchFigures bench_component(const std::string& component, const std::string& co
   } else if (component == "vae-encode" || component == "vae-decode") {
     auto vae = AutoencoderKL(VaeConfig::from_json(config_path));
     vae->eval();
+    use_channels_last(*vae);
     const int64_t s = size > 0 ? size : 512;
     const int64_t down = int64_t(1) << (vae->config.block_out_channels.size() - 1);
     if (component == "vae-encode") {
@@ -342,6 +348,15 @@ BenchFigures bench_component(const std::string& component, const std::string& co
       run = [=]() { return prototype_mask(prototype_error_map(features, bank), s, s); };
     }
     module = net.ptr();
+  } else if (component == "attention") {
+    // The UNet's heaviest attention: self-attention over a 64×64 latent (4,096 tokens), 5 heads of
+    // 64 (SD2's first level); --size sets the latent side.
+    const int64_t s = size > 0 ? size : 64;
+    auto layer = Attention(AttentionOptions{320, 0, 5, 64, false, false});
+    layer->eval();
+    const torch::Tensor x = torch::randn({batch, s * s, 320});
+    run = [=]() mutable { return layer->forward(x); };
+    module = layer.ptr();
   } else if (component == "lpips") {
     auto lpips = Lpips();
     lpips->eval();
@@ -353,12 +368,13 @@ BenchFigures bench_component(const std::string& component, const std::string& co
     return bench_eval_maps(batch, size > 0 ? size : 512, repeats);
   } else {
     throw InputError("bench: unknown component '" + component +
-                     "' (unet, vae-encode, vae-decode, efficientnet, prototype-bank, nn-error-map, lpips, eval-maps)");
+                     "' (unet, vae-encode, vae-decode, attention, efficientnet, prototype-bank, nn-error-map, lpips, eval-maps)");
   }
   for (const auto& p : module->parameters()) f.parameters += p.numel();
   spdlog::info("bench {}: {:.1f} M parameters, batch {}, {} threads", component, f.parameters / 1e6, batch, at::get_num_threads());
   run();  // warm-up: first-touch allocations, OpenBLAS thread start
   time_runs(f, [&] { run(); }, repeats);
+  if (profile) f.profile = format_op_table(profile_ops([&] { run(); }));
   return f;
 }
 

@@ -38,9 +38,9 @@ void check_unet(const fs::path& folder) {
   const auto io = load_all((folder / "inputs_outputs.safetensors").string());
   const torch::Tensor& ctx = io.at("encoder_hidden_states");
   EXPECT_TRUE(close_to_reference(unet->forward(io.at("sample"), io.at("timestep"), ctx), io.at("out"), "out"));
-  set_onednn_linear(false);  // LibTorch's own Linear path too
+  use_cpu_gemm(GemmBackend::Blas);  // LibTorch's own Linear path too
   EXPECT_TRUE(close_to_reference(unet->forward(io.at("sample"), io.at("timestep"), ctx), io.at("out"), "out (BLAS linear)"));
-  set_onednn_linear(true);
+  use_cpu_gemm(GemmBackend::OneDnn);
   ASSERT_EQ(io.at("timestep_scalar").dim(), 0);
   EXPECT_TRUE(close_to_reference(unet->forward(io.at("sample"), io.at("timestep_scalar"), ctx), io.at("out_t500"), "out_t500"));
   // Intermediate taps, so that a failure points at the block that diverged.

@@ -50,7 +50,9 @@ TEST(TrainingMasks, IoUFilterRespectsGammaAndRectangleIoUIsExact) {
     rect(cv::Rect(m.rect.x, m.rect.y, m.rect.width, m.rect.height)).setTo(1);
     const double inter = cv::countNonZero(rect & fg), uni = cv::countNonZero(rect | fg);
     EXPECT_NEAR(m.iou, inter / uni, 1e-12);
-    if (!m.fallback) EXPECT_GT(m.iou, m.gamma);
+    if (!m.fallback) {
+      EXPECT_GT(m.iou, m.gamma);
+    }
     EXPECT_GE(m.rect.width, 8);
     EXPECT_LE(m.rect.x + m.rect.width, 64);
   }

@@ -7,23 +7,19 @@
 
 #include <torch/torch.h>
 
+#include "anomalysd/models/attention_kernels.h"
+#include "anomalysd/models/cpu_gemm.h"
+
 namespace anomalysd {
 
-// softmax(q kᵀ / √D) v for q [B, heads, L, D], k/v [B, heads, S, D]. LibTorch ≥ 2.0 uses
-// at::scaled_dot_product_attention; older versions a query-chunked kernel whose score matrix stays
-// under ~128 MiB (a 64×64 latent has 4096 tokens: the full matrix for a batch does not fit).
-// `upcast` computes scores and softmax in float32 (diffusers' upcast_attention / upcast_softmax).
-torch::Tensor scaled_dot_product_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                                           bool upcast = false, bool causal = false);
+// A Linear layer's forward through the CPU GEMM chosen for this machine (cpu_gemm.h).
+inline torch::Tensor linear(const torch::nn::Linear& layer, const torch::Tensor& x) { return linear(x, layer->weight, layer->bias); }
 
-// A Linear layer's forward. CPU float32 inference goes through oneDNN: Debian's OpenBLAS 0.3.21
-// does not recognise recent Xeons and falls back to its SSE3 "Prescott" kernels (measured on 2
-// cores: 35 GFLOP/s vs oneDNN's 100). Training (grad mode), CUDA and other dtypes use LibTorch's
-// own path. set_onednn_linear(false) turns the shortcut off (tests compare both).
-torch::Tensor linear(const torch::nn::Linear& layer, const torch::Tensor& x);
-torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias = {});  // x · weightᵀ + bias
-void set_onednn_linear(bool enabled);
-bool onednn_linear_enabled();
+// CPU inference layout: every 4-D parameter (conv weight) of `module` in channels-last (NHWC).
+// oneDNN then keeps activations NHWC from conv to conv, and the transformer blocks' NCHW ↔ token
+// transposes become views (SD2 UNet on 2 cores: copies 0.9 s → 0.1 s per call). Values are
+// unchanged; outputs of the UNet and VAE are returned contiguous (NCHW) either way.
+void use_channels_last(torch::nn::Module& module);
 
 struct ResnetBlock2DImpl : torch::nn::Module {
   // temb_channels = 0: no time embedding (the VAE).
@@ -54,11 +50,26 @@ struct AttentionImpl : torch::nn::Module {
   // x [B, C, H, W] -> group_norm, self-attention over H·W, + x  (diffusers' spatial attention)
   torch::Tensor forward_spatial(const torch::Tensor& x);
 
+  // Cross-attention: K and V of a fixed text embedding [1, S, E], kept until cleared and used by
+  // every forward whose context is that tensor (broadcast over the batch) — the same for every
+  // DDIM step and every mask of an inpainting run. Inference only.
+  void cache_text_projection(const torch::Tensor& context_row);
+  void clear_text_projections() { text_projections.clear(); }
+
   AttentionOptions options;
   torch::nn::GroupNorm group_norm{nullptr};
   torch::nn::Linear to_q{nullptr}, to_k{nullptr}, to_v{nullptr};
   torch::nn::ModuleList to_out;  // [Linear] — as diffusers' [Linear, Dropout]; only index 0 holds weights
   torch::nn::Linear to_out_0{nullptr};  // the same module as to_out[0], typed
+
+ private:
+  struct TextProjection {
+    torch::Tensor source;  // the [1, S, E] row the projections were made from (kept alive)
+    int64_t version;
+    torch::Tensor k, v;    // [1, heads, S, D]
+  };
+  const TextProjection* find_text_projection(const torch::Tensor& row) const;
+  std::vector<TextProjection> text_projections;
 };
 TORCH_MODULE(Attention);
 

@@ -27,6 +27,9 @@ struct SdPipeline {
 
   bool is_inpainting() const { return unet->config.in_channels == 9; }
   void to(torch::Device device, torch::ScalarType dtype);
+  // On the CPU, the UNet's and VAE's convolutions in channels-last layout (blocks.h,
+  // use_channels_last): what inference uses. A no-op on CUDA.
+  void use_cpu_inference_layout();
 };
 
 SdPipeline load_sd_pipeline(const std::string& dir, const std::string& variant = "");

@@ -84,6 +84,12 @@ struct UNet2DConditionModelImpl : torch::nn::Module {
   // Sinusoidal embedding [B, C0] of timesteps [B] (diffusers get_timestep_embedding).
   torch::Tensor time_proj(const torch::Tensor& timesteps) const;
 
+  // Every cross-attention layer keeps K and V of these text embeddings (each [1, S, E], e.g. the
+  // conditional and unconditional prompt) until clear_text_projections(): an inpainting run
+  // projects its prompt once instead of once per DDIM step. See TextProjectionCache.
+  void cache_text_projections(const std::vector<torch::Tensor>& context_rows);
+  void clear_text_projections();
+
   UNetConfig config;
   // Training only: recompute each down, mid and up block's activations in backward instead of
   // keeping them (diffusers' enable_gradient_checkpointing).
@@ -95,6 +101,21 @@ struct UNet2DConditionModelImpl : torch::nn::Module {
   torch::nn::GroupNorm conv_norm_out{nullptr};
 };
 TORCH_MODULE(UNet2DConditionModel);
+
+// Scope of cached text projections: caches on construction, clears on destruction (also when
+// the run throws), so that a cached embedding never outlives the run that made it.
+class TextProjectionCache {
+ public:
+  TextProjectionCache(UNet2DConditionModelImpl& unet, const std::vector<torch::Tensor>& context_rows) : unet_(unet) {
+    unet_.cache_text_projections(context_rows);
+  }
+  ~TextProjectionCache() { unet_.clear_text_projections(); }
+  TextProjectionCache(const TextProjectionCache&) = delete;
+  TextProjectionCache& operator=(const TextProjectionCache&) = delete;
+
+ private:
+  UNet2DConditionModelImpl& unet_;
+};
 
 // Builds the UNet from `dir`/config.json and loads `dir`/diffusion_pytorch_model[.variant].safetensors.
 UNet2DConditionModel load_unet(const std::string& dir, const std::string& variant = "");

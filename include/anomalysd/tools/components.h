@@ -48,14 +48,16 @@ struct BenchFigures {
   double median_s = 0;
   double peak_rss_gib = 0;      // of the whole process so far
   int64_t parameters = 0;
+  std::string profile;           // the per-operator table of one extra profiled run (bench --profile)
 };
 
 // Real-size models with random weights: `unet` (64×64 latent, 77×E context) and `vae-encode` /
 // `vae-decode` (512×512 image) from a config.json; `efficientnet` (B6 features of one image),
 // `prototype-bank` (4 shots × 4 rotations), `nn-error-map` (one image against that bank), `lpips`
 // (distance maps of `batch` pairs). `size` overrides the spatial size (latent for unet, else image).
+// `profile`: one more run under LibTorch's profiler, its per-operator table in BenchFigures::profile.
 BenchFigures bench_component(const std::string& component, const std::string& config_path, int64_t batch, int64_t repeats,
-                             int64_t size = 0);
+                             int64_t size = 0, bool profile = false);
 
 double peak_rss_gib();
 

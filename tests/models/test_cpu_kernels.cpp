@@ -1,0 +1,287 @@
+// The CPU speed paths, each tested explicitly against a plain reference: the fused attention
+// kernel (online softmax over key blocks, causal, strided and broadcast K/V, bf16), the chunked
+// kernel, the oneDNN and BLAS GEMMs, the cached cross-attention projections, the GEMM choice and
+// its cache file, and the per-operator profiler behind `bench --profile`.
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "anomalysd/io/errors.h"
+#include "anomalysd/io/json_file.h"
+#include "anomalysd/models/attention_kernels.h"
+#include "anomalysd/models/blocks.h"
+#include "anomalysd/models/cpu_gemm.h"
+#include "anomalysd/models/unet.h"
+#include "anomalysd/tools/op_profile.h"
+#include "models/parity.h"
+#include "test_support.h"
+
+namespace anomalysd {
+namespace {
+
+using test::close_to_reference;
+
+// softmax(q kᵀ/√D [+ causal mask]) v in float64: the reference every kernel is held to.
+torch::Tensor naive_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, bool causal = false) {
+  const torch::Tensor qd = q.to(torch::kDouble), kd = k.to(torch::kDouble), vd = v.to(torch::kDouble);
+  torch::Tensor s = torch::matmul(qd, kd.transpose(-1, -2)) / std::sqrt(static_cast<double>(q.size(-1)));
+  if (causal) s = s.masked_fill(torch::ones({q.size(2), k.size(2)}).triu(1).to(torch::kBool), -1e300);
+  return torch::softmax(s, -1).matmul(vd);
+}
+
+// Restores the process-wide kernel settings a test changes.
+struct KernelSettings {
+  ~KernelSettings() {
+    set_attention_kernel(AttentionKernel::Auto);
+    set_fused_attention_blocks({});
+    use_cpu_gemm(GemmBackend::OneDnn);
+  }
+};
+
+TEST(FusedAttention, MatchesReferenceOverKeyBlocksAndRaggedEdges) {
+  KernelSettings restore;
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(0);
+  const torch::Tensor q = torch::randn({2, 3, 77, 16}) * 3, k = torch::randn({2, 3, 45, 16}) * 3, v = torch::randn({2, 3, 45, 16});
+  const torch::Tensor ref = naive_attention(q, k, v);
+  // One block (the default sizes), then blocks that leave ragged edges on both axes: the online
+  // rescaling runs 2–6 times per row block.
+  for (const auto gemm : {GemmBackend::Blas, GemmBackend::OneDnn}) {
+    use_cpu_gemm(gemm);
+    for (const auto& blocks : {FusedAttentionBlocks{}, FusedAttentionBlocks{16, 8}, FusedAttentionBlocks{5, 16}, FusedAttentionBlocks{77, 44}}) {
+      set_fused_attention_blocks(blocks);
+      const torch::Tensor out = attention_fused_cpu(q, k, v);
+      EXPECT_TRUE(close_to_reference(out, ref,
+                                     "fused (" + gemm_backend_name(gemm) + ") " + std::to_string(blocks.query_rows) + "x" +
+                                         std::to_string(blocks.key_cols),
+                                     1e-5));
+      EXPECT_EQ(out.sizes(), q.sizes());
+    }
+    // Large logits: the running maximum must keep exp() finite (a plain exp would overflow);
+    // float32 scores of ~1e3 carry ~1e-4 of rounding, hence the looser bound.
+    set_fused_attention_blocks({8, 8});
+    const torch::Tensor big = attention_fused_cpu(q * 40, k, v);
+    EXPECT_TRUE(torch::isfinite(big).all().item<bool>());
+    EXPECT_TRUE(close_to_reference(big, naive_attention(q * 40, k, v), "fused, logits ~1e3 (" + gemm_backend_name(gemm) + ")", 2e-4));
+  }
+}
+
+TEST(FusedAttention, CausalStridedBroadcastAndBfloat16) {
+  KernelSettings restore;
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(1);
+  const torch::Tensor q = torch::randn({2, 4, 33, 8}), k = torch::randn({2, 4, 33, 8}), v = torch::randn({2, 4, 33, 8});
+  for (const auto gemm : {GemmBackend::Blas, GemmBackend::OneDnn})
+    for (const auto& blocks : {FusedAttentionBlocks{}, FusedAttentionBlocks{7, 5}}) {
+      use_cpu_gemm(gemm);
+      set_fused_attention_blocks(blocks);
+      EXPECT_TRUE(close_to_reference(attention_fused_cpu(q, k, v, /*causal=*/true), naive_attention(q, k, v, true),
+                                     "causal (" + gemm_backend_name(gemm) + ")", 1e-5));
+    }
+  // q as the UNet makes it (a transposed view of [B, L, heads·D]); k/v one text row expanded over B.
+  const torch::Tensor q_view = torch::randn({2, 50, 4 * 8}).view({2, 50, 4, 8}).transpose(1, 2);
+  const torch::Tensor k_row = torch::randn({1, 4, 12, 8}), v_row = torch::randn({1, 4, 12, 8});
+  const torch::Tensor kb = k_row.expand({2, -1, -1, -1}), vb = v_row.expand({2, -1, -1, -1});
+  ASSERT_EQ(kb.stride(0), 0);
+  set_fused_attention_blocks({16, 8});
+  for (const auto gemm : {GemmBackend::Blas, GemmBackend::OneDnn}) {
+    use_cpu_gemm(gemm);
+    EXPECT_TRUE(close_to_reference(attention_fused_cpu(q_view, kb, vb), naive_attention(q_view, kb, vb),
+                                   "strided q, broadcast k/v (" + gemm_backend_name(gemm) + ")", 1e-5));
+  }
+  // The result's transpose is the [B, L, heads·D] layout the out-projection reads: no copy.
+  EXPECT_TRUE(attention_fused_cpu(q_view, kb, vb).transpose(1, 2).is_contiguous());
+  // bf16 in, bf16 out, computed in float32 (diffusers' upcast)
+  const torch::Tensor out16 = attention_fused_cpu(q.to(torch::kBFloat16), k.to(torch::kBFloat16), v.to(torch::kBFloat16));
+  EXPECT_EQ(out16.scalar_type(), torch::kBFloat16);
+  EXPECT_TRUE(close_to_reference(out16, naive_attention(q.to(torch::kBFloat16), k.to(torch::kBFloat16), v.to(torch::kBFloat16)),
+                                 "bf16", 1e-2));
+  EXPECT_THROW(attention_fused_cpu(q, k.narrow(3, 0, 4), v), ShapeError);
+}
+
+TEST(AttentionKernels, DispatchEachKernelAndAutogradFallsBackToChunked) {
+  KernelSettings restore;
+  torch::manual_seed(2);
+  const torch::Tensor q = torch::randn({1, 2, 40, 8}), k = torch::randn({1, 2, 40, 8}), v = torch::randn({1, 2, 40, 8});
+  const torch::Tensor ref = naive_attention(q, k, v);
+  for (const auto kernel : {AttentionKernel::Auto, AttentionKernel::Fused, AttentionKernel::Chunked}) {
+    set_attention_kernel(kernel);
+    torch::NoGradGuard no_grad;
+    EXPECT_TRUE(close_to_reference(scaled_dot_product_attention(q, k, v), ref, attention_kernel_name(kernel), 1e-5));
+    EXPECT_TRUE(close_to_reference(scaled_dot_product_attention(q, k, v, true, true), naive_attention(q, k, v, true),
+                                   attention_kernel_name(kernel) + " causal", 1e-5));
+  }
+  if (!sdpa_available()) {
+    EXPECT_THROW(set_attention_kernel(AttentionKernel::Sdpa), InputError);
+  }
+  EXPECT_THROW(parse_attention_kernel("flash"), InputError);
+  // Under autograd even a forced fused kernel yields a differentiable result (the chunked one).
+  set_attention_kernel(AttentionKernel::Fused);
+  const torch::Tensor qg = q.clone().requires_grad_(true);
+  const torch::Tensor out = scaled_dot_product_attention(qg, k, v);
+  ASSERT_TRUE(out.requires_grad());
+  out.sum().backward();
+  EXPECT_TRUE(qg.grad().defined());
+  EXPECT_GT(qg.grad().abs().sum().item<double>(), 0.0);
+}
+
+// A UNet small enough to run every path in a second: SD2-style (linear projections) with
+// attention at two levels.
+UNetConfig small_unet_config() {
+  UNetConfig c;
+  c.in_channels = 9;
+  c.out_channels = 4;
+  c.block_out_channels = {32, 64};
+  c.down_block_types = {"CrossAttnDownBlock2D", "DownBlock2D"};
+  c.up_block_types = {"UpBlock2D", "CrossAttnUpBlock2D"};
+  c.layers_per_block = {1, 1};
+  c.attention_heads = {2, 4};
+  c.cross_attention_dim = 24;
+  c.norm_num_groups = 8;
+  c.use_linear_projection = true;
+  c.sample_size = 16;
+  return c;
+}
+
+TEST(CpuPaths, UNetAgreesOnEveryGemmAndAttentionPath) {
+  KernelSettings restore;
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(3);
+  UNet2DConditionModel unet(small_unet_config());
+  unet->eval();
+  const torch::Tensor sample = torch::randn({2, 9, 16, 16}), t = torch::tensor(500), ctx = torch::randn({1, 7, 24}).expand({2, -1, -1});
+  // The reference path: LibTorch's own Linear (BLAS) and the materialising attention.
+  use_cpu_gemm(GemmBackend::Blas);
+  set_attention_kernel(AttentionKernel::Chunked);
+  const torch::Tensor ref = unet->forward(sample, t, ctx);
+  for (const auto gemm : {GemmBackend::Blas, GemmBackend::OneDnn})
+    for (const auto kernel : {AttentionKernel::Fused, AttentionKernel::Chunked}) {
+      use_cpu_gemm(gemm);
+      set_attention_kernel(kernel);
+      set_fused_attention_blocks({32, 32});  // several key blocks per row block at 16×16 (256 tokens)
+      const torch::Tensor out = unet->forward(sample, t, ctx);
+      EXPECT_TRUE(close_to_reference(out, ref, gemm_backend_name(gemm) + " + " + attention_kernel_name(kernel), 1e-5));
+    }
+}
+
+TEST(CpuPaths, CachedTextProjectionsAreExactAndInvalidatedByWrites) {
+  KernelSettings restore;
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(4);
+  UNet2DConditionModel unet(small_unet_config());
+  unet->eval();
+  const torch::Tensor sample = torch::randn({3, 9, 16, 16}), t = torch::tensor(300);
+  torch::Tensor row = torch::randn({1, 7, 24});
+  const torch::Tensor plain = unet->forward(sample, t, row.expand({3, -1, -1}));
+  {
+    const TextProjectionCache cache(*unet, {row});
+    EXPECT_TRUE(torch::equal(unet->forward(sample, t, row.expand({3, -1, -1})), plain));
+    // Another embedding is not served from the cache…
+    const torch::Tensor other = torch::randn({1, 7, 24});
+    const torch::Tensor fresh = unet->forward(sample, t, other.expand({3, -1, -1}));
+    EXPECT_FALSE(torch::equal(fresh, plain));
+    // …nor is the cached one after an in-place write to it.
+    row.mul_(2);
+    const torch::Tensor after_write = unet->forward(sample, t, row.expand({3, -1, -1}));
+    const TextProjectionCache none(*unet, {});
+    EXPECT_FALSE(torch::equal(after_write, plain));
+  }
+  // Cleared at the end of the scope: the doubled row still gives the uncached result.
+  const torch::Tensor doubled = unet->forward(sample, t, row.expand({3, -1, -1}));
+  EXPECT_TRUE(close_to_reference(doubled, unet->forward(sample, t, row.clone().expand({3, -1, -1})), "after clear", 1e-6));
+}
+
+// Points the GEMM cache at a scratch folder for the test's lifetime.
+struct ScratchCache {
+  test::TempDir dir;
+  std::string previous;
+  bool had_previous;
+  ScratchCache() {
+    const char* p = std::getenv("ANOMALYSD_CACHE_DIR");
+    had_previous = p != nullptr;
+    if (p) previous = p;
+    ::setenv("ANOMALYSD_CACHE_DIR", dir.path().c_str(), 1);
+  }
+  ~ScratchCache() {
+    if (had_previous)
+      ::setenv("ANOMALYSD_CACHE_DIR", previous.c_str(), 1);
+    else
+      ::unsetenv("ANOMALYSD_CACHE_DIR");
+  }
+};
+
+TEST(GemmChoice, ForcedMeasuredCachedAndCorruptCache) {
+  KernelSettings restore;
+  ScratchCache scratch;
+  const std::string path = gemm_cache_path();
+  EXPECT_EQ(path, (scratch.dir.path() / "cpu-gemm.json").string());
+  EXPECT_EQ(choose_cpu_gemm("blas", 2).backend, GemmBackend::Blas);
+  if (at::hasMKLDNN()) {
+    EXPECT_EQ(choose_cpu_gemm("onednn", 2).backend, GemmBackend::OneDnn);
+  }
+  EXPECT_THROW(choose_cpu_gemm("fastest", 2), InputError);
+  EXPECT_FALSE(std::filesystem::exists(path));  // forced choices measure nothing
+
+  const GemmChoice first = choose_cpu_gemm("auto", 2);
+  if (!at::hasMKLDNN()) GTEST_SKIP() << "no oneDNN in this LibTorch: auto is always BLAS";
+  EXPECT_GT(first.blas_gflops, 0.1);
+  EXPECT_GT(first.onednn_gflops, 0.1);
+  EXPECT_EQ(first.backend, first.onednn_gflops > 1.15 * first.blas_gflops ? GemmBackend::OneDnn : GemmBackend::Blas);
+  ASSERT_TRUE(std::filesystem::exists(path));
+  const nlohmann::json cache = read_json_file(path);
+  ASSERT_EQ(cache.size(), 1u);
+  const std::string stored = cache.begin().value().at("backend");
+  EXPECT_EQ(stored, first.backend == GemmBackend::OneDnn ? "onednn" : "blas");
+
+  // The cached entry decides from now on, even against a new measurement: flip it by hand and
+  // every later `auto` follows the file (two runs on one machine agree).
+  nlohmann::json flipped = cache;
+  flipped.begin().value()["backend"] = stored == "onednn" ? "blas" : "onednn";
+  test::write_bytes(path, flipped.dump());
+  for (int i = 0; i < 2; ++i) {
+    const GemmChoice again = choose_cpu_gemm("auto", 2);
+    EXPECT_EQ(again.backend, stored == "onednn" ? GemmBackend::Blas : GemmBackend::OneDnn);
+    EXPECT_NE(again.reason.find("cached in"), std::string::npos) << again.reason;
+  }
+  // Another thread count is another entry.
+  choose_cpu_gemm("auto", 1);
+  EXPECT_EQ(read_json_file(path).size(), 2u);
+  // A corrupt cache is measured again and rewritten, not an error.
+  test::write_bytes(path, "{not json");
+  const GemmChoice remeasured = choose_cpu_gemm("auto", 2);
+  EXPECT_NE(remeasured.reason.find("measured now"), std::string::npos) << remeasured.reason;
+  EXPECT_EQ(read_json_file(path).size(), 1u);
+}
+
+TEST(OpProfile, AttributesTimeToOperators) {
+  KernelSettings restore;
+  torch::NoGradGuard no_grad;
+  set_attention_kernel(AttentionKernel::Fused);
+  const torch::Tensor q = torch::randn({1, 2, 256, 32}), a = torch::randn({64, 64});
+  const auto ops = profile_ops([&] {
+    for (int i = 0; i < 3; ++i) (void)torch::mm(a, a);
+    (void)scaled_dot_product_attention(q, q, q);
+  });
+  ASSERT_FALSE(ops.empty());
+  const auto find = [&](const std::string& name) {
+    for (const auto& o : ops)
+      if (o.name == name) return o;
+    return OpTime{};
+  };
+  EXPECT_GE(find("aten::mm").calls, 3) << format_op_table(ops);
+  const OpTime fused = find("anomalysd::attention_fused");
+  EXPECT_EQ(fused.calls, 1);
+  EXPECT_GT(fused.total_ms, 0.0);
+  EXPECT_GE(fused.total_ms + 1e-9, fused.self_ms);
+  for (std::size_t i = 1; i < ops.size(); ++i) EXPECT_GE(ops[i - 1].self_ms, ops[i].self_ms);  // sorted
+  const std::string table = format_op_table(ops, 3);
+  EXPECT_NE(table.find("self ms"), std::string::npos);
+  EXPECT_NE(table.find("(all others)"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace anomalysd
