@@ -318,7 +318,7 @@ int main(int argc, char** argv) {
   bench_cmd->add_option("--attention", bench.attention, "Attention kernel: auto | sdpa | fused | chunked (config key attention)")
       ->check(CLI::IsMember({"auto", "sdpa", "fused", "chunked"}))
       ->capture_default_str();
-  bench_cmd->add_option("--attention-blocks", bench.attention_blocks, "Fused attention's block: query rows and key columns (tuning; default from the L2 size)")
+  bench_cmd->add_option("--attention-blocks", bench.attention_blocks, "Fused attention's block: query rows and key columns (tuning; default 256 rows, key columns from the cache size)")
       ->expected(2);
   bench_cmd->add_flag("--profile", bench.profile, "After the timed runs, profile one more and print the time per LibTorch operator");
 

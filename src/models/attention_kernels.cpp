@@ -147,9 +147,12 @@ at::Tensor attention_fused_cpu(const at::Tensor& q_in, const at::Tensor& k_in, c
   // Float32 throughout (diffusers' upcast for bf16). The 1/√D scale is folded into Q in the one
   // pass that makes each head's rows contiguous; K is contiguous per head, V transposed for oneDNN.
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
-  const at::Tensor q = q_in.to(at::kFloat).mul(scale).contiguous();  // [B, heads, L, D]
-  const at::Tensor k = k_in.to(at::kFloat).contiguous();
-  const at::Tensor v = v_in.to(at::kFloat).contiguous();
+  const auto as_float = [](const at::Tensor& t) { return t.scalar_type() == at::kFloat ? t : t.to(at::kFloat); };
+  at::Tensor q = at::empty({b, heads, lq, d}, q_in.options().dtype(at::kFloat));  // contiguous
+  at::mul_out(q, as_float(q_in), at::scalar_tensor(scale, q.options()));
+  const at::Tensor k = as_float(k_in).contiguous();
+  // oneDNN reads V through per-key-block transposed copies (below); the BLAS reads it per head.
+  const at::Tensor v = onednn ? as_float(v_in) : as_float(v_in).contiguous();
   // The output buffer is [B, L, heads, D]: the transpose the out-projection needs is a view.
   at::Tensor out = at::empty({b, lq, heads, d}, q.options());
   const FusedAttentionBlocks blocks = fused_attention_blocks();
@@ -164,8 +167,8 @@ at::Tensor attention_fused_cpu(const at::Tensor& q_in, const at::Tensor& k_in, c
   if (onednn)
     for (int64_t c0 = 0; c0 < lk; c0 += kb) v_blocks.push_back(v.narrow(2, c0, std::min(kb, lk - c0)).transpose(2, 3).contiguous());
   at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
-    // Scratch per worker, reused by all its tasks.
-    at::Tensor scores_buf = at::empty({qb, kb}, q.options());
+    // Scratch per worker, reused by all its tasks (oneDNN returns its own score blocks).
+    at::Tensor scores_buf = onednn ? at::Tensor() : at::empty({qb, kb}, q.options());
     at::Tensor m = at::empty({qb}, q.options()), m_new = at::empty({qb}, q.options());
     at::Tensor l = at::empty({qb}, q.options()), row = at::empty({qb}, q.options()), alpha = at::empty({qb}, q.options());
     at::Tensor acc = at::empty({qb, d}, q.options());
@@ -174,7 +177,7 @@ at::Tensor attention_fused_cpu(const at::Tensor& q_in, const at::Tensor& k_in, c
       const int64_t nr = std::min(qb, lq - r0);
       const at::Tensor q_rows = q.select(0, bi).select(0, hi).narrow(0, r0, nr);  // [nr, D], contiguous
       const at::Tensor q_onednn = onednn ? q_rows.to_mkldnn() : at::Tensor();
-      const at::Tensor k_head = k.select(0, bi).select(0, hi), v_head = v.select(0, bi).select(0, hi);
+      const at::Tensor k_head = k.select(0, bi).select(0, hi);
       at::Tensor o = acc.narrow(0, 0, nr);
       at::Tensor mr = m.narrow(0, 0, nr), mn = m_new.narrow(0, 0, nr), lr = l.narrow(0, 0, nr);
       at::Tensor rr = row.narrow(0, 0, nr), ar = alpha.narrow(0, 0, nr);
@@ -215,7 +218,7 @@ at::Tensor attention_fused_cpu(const at::Tensor& q_in, const at::Tensor& k_in, c
           const at::Tensor pv = at::mkldnn_linear(s.to_mkldnn(), vt).to_dense();
           first ? o.copy_(pv) : o.add_(pv);
         } else {
-          const at::Tensor v_rows = v_head.narrow(0, c0, nc);
+          const at::Tensor v_rows = v.select(0, bi).select(0, hi).narrow(0, c0, nc);
           first ? at::mm_out(o, s, v_rows) : at::addmm_out(o, o, s, v_rows);
         }
       }

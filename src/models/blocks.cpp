@@ -102,9 +102,11 @@ const AttentionImpl::TextProjection* AttentionImpl::find_text_projection(const t
   if (torch::GradMode::is_enabled()) return nullptr;  // training differentiates through to_k / to_v
   for (const auto& p : text_projections) {
     // The cache holds its source tensor, so no other tensor can own that memory meanwhile; a
-    // write to the source (its version) or a different view of it is a miss.
-    if (p.source.data_ptr() == row.data_ptr() && p.source.sizes() == row.sizes() && p.source.strides() == row.strides() &&
-        p.source.scalar_type() == row.scalar_type() && p.source.device() == row.device() && p.version == row._version())
+    // write to the source (its version) or a different view of it is a miss. The batch stride of
+    // a [1, S, E] row is irrelevant (the row itself and a row of it expanded over B are the same).
+    if (p.source.data_ptr() == row.data_ptr() && p.source.sizes() == row.sizes() && p.source.stride(1) == row.stride(1) &&
+        p.source.stride(2) == row.stride(2) && p.source.scalar_type() == row.scalar_type() && p.source.device() == row.device() &&
+        p.version == row._version())
       return &p;
   }
   return nullptr;

@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -57,6 +58,25 @@ nlohmann::json read_cache(const std::string& path, bool warn) {
     if (warn) spdlog::warn("{} is unreadable ({}); measuring the CPU GEMM again and rewriting it", path, e.what());
   }
   return nlohmann::json::object();
+}
+
+std::string backend_key(GemmBackend backend) { return backend == GemmBackend::OneDnn ? "onednn" : "blas"; }
+
+std::string figures(const GemmMeasurement& m) {
+  return "oneDNN " + std::to_string(static_cast<int>(m.onednn_gflops)) + " GFLOP/s, BLAS " +
+         std::to_string(static_cast<int>(m.blas_gflops));
+}
+
+// The cache's entry for `key`, when it names a backend.
+std::optional<GemmChoice> cached_choice(const nlohmann::json& cache, const std::string& key) {
+  const auto it = cache.find(key);
+  if (it == cache.end() || !it->is_object()) return std::nullopt;
+  const std::string backend = it->value("backend", "");
+  if (backend != "onednn" && backend != "blas") return std::nullopt;
+  GemmChoice c;
+  c.backend = backend == "onednn" ? GemmBackend::OneDnn : GemmBackend::Blas;
+  c.measured = {it->value("onednn_gflops", 0.0), it->value("blas_gflops", 0.0)};
+  return c;
 }
 }  // namespace
 
@@ -113,48 +133,32 @@ GemmChoice choose_cpu_gemm(const std::string& setting, int threads) {
   const std::string key = cpu_model_name() + " | " + loaded_blas() + " | LibTorch " + TORCH_VERSION + " | " +
                           std::to_string(threads) + " threads";
   const std::string path = gemm_cache_path();
-  nlohmann::json cache = nlohmann::json::object();
-  if (!path.empty() && std::filesystem::exists(path)) {
-    cache = read_cache(path, /*warn=*/true);
-    const auto it = cache.find(key);
-    if (it != cache.end() && it->is_object() && it->value("backend", "") != "") {
-      const std::string backend = it->value("backend", "");
-      if (backend == "onednn" || backend == "blas") {
-        c.backend = backend == "onednn" ? GemmBackend::OneDnn : GemmBackend::Blas;
-        c.onednn_gflops = it->value("onednn_gflops", 0.0);
-        c.blas_gflops = it->value("blas_gflops", 0.0);
-        c.reason = "auto: measured once on this machine (oneDNN " + std::to_string(static_cast<int>(c.onednn_gflops)) +
-                   " GFLOP/s, BLAS " + std::to_string(static_cast<int>(c.blas_gflops)) + "), cached in " + path;
-        return c;
-      }
-    }
+  nlohmann::json cache = !path.empty() && std::filesystem::exists(path) ? read_cache(path, /*warn=*/true) : nlohmann::json::object();
+  if (const auto cached = cached_choice(cache, key)) {
+    c = *cached;
+    c.reason = "auto: measured once on this machine (" + figures(c.measured) + "), cached in " + path;
+    return c;
   }
-  const GemmMeasurement m = measure_cpu_gemm();
-  c.onednn_gflops = m.onednn_gflops;
-  c.blas_gflops = m.blas_gflops;
-  // oneDNN costs two layout copies per call and leaves the attention GEMMs on the BLAS: it must
-  // win clearly to be worth it.
-  c.backend = m.onednn_gflops > 1.15 * m.blas_gflops ? GemmBackend::OneDnn : GemmBackend::Blas;
-  c.reason = "auto: measured now (oneDNN " + std::to_string(static_cast<int>(m.onednn_gflops)) + " GFLOP/s, BLAS " +
-             std::to_string(static_cast<int>(m.blas_gflops)) + ")";
+  c.measured = measure_cpu_gemm();
+  // oneDNN costs two layout copies per call: it must win clearly to be worth it.
+  c.backend = c.measured.onednn_gflops > 1.15 * c.measured.blas_gflops ? GemmBackend::OneDnn : GemmBackend::Blas;
+  c.reason = "auto: measured now (" + figures(c.measured) + ")";
   if (!path.empty()) {
     try {
       std::filesystem::create_directories(std::filesystem::path(path).parent_path());
       // Another process may have measured meanwhile: its entry wins, so that every process on
       // this machine agrees from then on.
       if (std::filesystem::exists(path)) {
-        const nlohmann::json now = read_cache(path, /*warn=*/false);
-        const std::string theirs = now.contains(key) && now[key].is_object() ? now[key].value("backend", "") : "";
-        if (theirs == "onednn" || theirs == "blas") {
-          c.backend = theirs == "onednn" ? GemmBackend::OneDnn : GemmBackend::Blas;
-          c.reason += "; another process had cached " + theirs + " first, which wins (" + path + ")";
+        cache = read_cache(path, /*warn=*/false);
+        if (const auto theirs = cached_choice(cache, key)) {
+          c.backend = theirs->backend;
+          c.reason += "; another process had cached " + backend_key(c.backend) + " first, which wins (" + path + ")";
           return c;
         }
-        cache = now;
       }
-      cache[key] = {{"backend", c.backend == GemmBackend::OneDnn ? "onednn" : "blas"},
-                    {"onednn_gflops", m.onednn_gflops},
-                    {"blas_gflops", m.blas_gflops}};
+      cache[key] = {{"backend", backend_key(c.backend)},
+                    {"onednn_gflops", c.measured.onednn_gflops},
+                    {"blas_gflops", c.measured.blas_gflops}};
       write_file_atomically(path, json_text(cache));
       c.reason += ", cached in " + path;
     } catch (const std::exception& e) {

@@ -4,8 +4,9 @@
 //   sdpa     at::scaled_dot_product_attention (LibTorch ≥ 2.0; fused on CPU and CUDA there)
 //   fused    ours, for LibTorch builds without SDPA: blocked over queries and keys with an online
 //            softmax (flash-attention style), so that no score matrix larger than one cache-sized
-//            block is ever written; the 1/√D scale rides on the score GEMM (no extra pass) and the
-//            output is written straight into the [B, L, heads, D] layout the out-projection reads.
+//            block is ever written; the 1/√D scale is folded into Q in the pass that makes it
+//            contiguous, and the output is written straight into the [B, L, heads, D] layout the
+//            out-projection reads. Its two GEMMs run on the machine's CPU GEMM (cpu_gemm.h).
 //            Inference only (in-place kernels, no autograd).
 //   chunked  the materialising kernel: scores of whole heads (≤ 128 MiB at a time), softmax, ·v.
 //            Differentiable; what training uses without SDPA, and the reference for the others.
