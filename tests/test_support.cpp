@@ -9,10 +9,30 @@ namespace anomalysd::test {
 
 std::optional<std::filesystem::path> fixtures_dir() {
   namespace fs = std::filesystem;
-  if (const char* env = std::getenv("ANOMALYSD_FIXTURES"); env && *env && fs::is_directory(env)) return fs::path(env);
+  if (const char* env = std::getenv("ANOMALYSD_FIXTURES"); env && *env) {
+    if (fs::is_directory(env)) return fs::path(env);
+    return std::nullopt;
+  }
   if (fs::is_directory(ANOMALYSD_FIXTURES_DIR)) return fs::path(ANOMALYSD_FIXTURES_DIR);
   return std::nullopt;
 }
+
+bool fixtures_required() {
+  const char* ci = std::getenv("CI");
+  return ci && (std::string(ci) == "true" || std::string(ci) == "1");
+}
+
+std::filesystem::path test_cache_dir() { return ANOMALYSD_TEST_CACHE_DIR; }
+
+namespace {
+// Before any test runs: the GEMM choice cache of this process and the CLIs it starts is the
+// build tree's, whatever the user's environment says (hermetic tests).
+const bool kHermeticCache = [] {
+  std::filesystem::create_directories(ANOMALYSD_TEST_CACHE_DIR);
+  ::setenv("ANOMALYSD_CACHE_DIR", ANOMALYSD_TEST_CACHE_DIR, 1);
+  return true;
+}();
+}  // namespace
 
 TempDir::TempDir() {
   std::random_device rd;

@@ -71,31 +71,55 @@ torch::Tensor inpaint_condition(SdPipeline& pipe, const torch::Tensor& image, co
   return torch::cat({mask_latent, masked_latent}, 1);
 }
 
+namespace {
+
+void check_inpainting_pipeline(const SdPipeline& pipe) {
+  if (!pipe.is_inpainting()) throw InputError("the pipeline's UNet has " + std::to_string(pipe.unet->config.in_channels) +
+                                              " input channels: AnomalySD needs an inpainting UNet (9)");
+}
+
+// The last ⌊steps·λ⌋ timesteps of the DDIM schedule (start at λ·T, §4.2); an error when none runs.
+std::vector<int64_t> timesteps_to_run(SdPipeline& pipe, const InpaintSettings& s) {
+  pipe.scheduler.set_timesteps(s.steps);
+  std::vector<int64_t> timesteps = pipe.scheduler.timesteps_for_strength(s.strength);
+  if (timesteps.empty())
+    throw InputError("strength " + std::to_string(s.strength) + " with " + std::to_string(s.steps) +
+                     " steps runs no denoising step (floor(steps x strength) = 0): raise inference.strength or inference.steps");
+  return timesteps;
+}
+
+}  // namespace
+
 InpaintResult inpaint(SdPipeline& pipe, const torch::Tensor& image, const torch::Tensor& image_latent, const torch::Tensor& masks,
                       const torch::Tensor& noise, const PromptConditioning& conditioning, const InpaintSettings& s) {
   torch::NoGradGuard no_grad;
-  if (!pipe.is_inpainting()) throw InputError("the pipeline's UNet has " + std::to_string(pipe.unet->config.in_channels) +
-                                              " input channels: AnomalySD needs an inpainting UNet (9)");
+  check_inpainting_pipeline(pipe);
   check_inpaint_size(pipe, image.size(2), image.size(3));
+  timesteps_to_run(pipe, s);  // fail before any encoding
+  // 2. per mask: [m↓; z°]
+  return inpaint_from_condition(pipe, image_latent, inpaint_condition(pipe, image, masks), noise, conditioning, s);
+}
+
+InpaintResult inpaint_from_condition(SdPipeline& pipe, const torch::Tensor& image_latent, const torch::Tensor& condition,
+                                     const torch::Tensor& noise, const PromptConditioning& conditioning, const InpaintSettings& s) {
+  torch::NoGradGuard no_grad;
+  check_inpainting_pipeline(pipe);
   const torch::Tensor& w = unet_weight(pipe);
-  const int64_t m = masks.size(0);
+  const int64_t m = condition.size(0);
   const bool guided = s.guidance_scale > 1.0;
   if (!conditioning.cond.defined() || conditioning.cond.dim() != 3 || conditioning.cond.size(0) != 1)
     throw ShapeError("inpaint: the conditioning must be [1, L, E]");
   if (guided && (!conditioning.uncond.defined() || conditioning.uncond.sizes() != conditioning.cond.sizes()))
     throw ShapeError("inpaint: guidance_scale > 1 needs the negative prompt's embedding, shaped like the prompt's");
 
-  // 1. timesteps: the last ⌊steps·λ⌋ of the DDIM schedule (start at λ·T, §4.2)
-  pipe.scheduler.set_timesteps(s.steps);
-  const std::vector<int64_t> timesteps = pipe.scheduler.timesteps_for_strength(s.strength);
-  if (timesteps.empty())
-    throw InputError("strength " + std::to_string(s.strength) + " with " + std::to_string(s.steps) +
-                     " steps runs no denoising step (floor(steps x strength) = 0): raise inference.strength or inference.steps");
+  // 1. timesteps: the last ⌊steps·λ⌋ of the DDIM schedule (start at λ·T, §4.2). Deviation from
+  //    the paper's wording, kept for diffusers parity: the strength rule starts at the schedule's
+  //    timestep ⌊λ·50⌋ steps from the end, t = 381 for λ = 0.4 at 50 steps, not λ·T = 400.
+  const std::vector<int64_t> timesteps = timesteps_to_run(pipe, s);
 
-  // 2. per mask: [m↓; z°]
-  const torch::Tensor condition = inpaint_condition(pipe, image, masks);
-
-  // 3. start latent z_T̃ (eq. 7 at t_start; pure noise at strength 1), shared by every mask
+  // 3. start latent z_T̃ (eq. 7 at t_start; pure noise at strength 1). One start noise per image,
+  //    shared by every mask (the paper does not say; a per-mask noise would add variance between
+  //    the cells of one scale).
   const torch::Tensor eps = noise.to(w.device(), w.scalar_type());
   torch::Tensor z = s.strength >= 1.0
                         ? eps * 1.0  // DDIM's init_noise_sigma is 1
@@ -145,13 +169,42 @@ void SdInpainter::begin_image(const torch::Tensor& image, uint64_t seed) {
   noise_ = start_noise(seed, pipe_.unet->config.out_channels, image.size(2) / f, image.size(3) / f);
 }
 
+torch::Device SdInpainter::device() const { return pipe_.unet->conv_in->weight.device(); }
+
 torch::Tensor SdInpainter::inpaint(const torch::Tensor& masks) {
+  torch::NoGradGuard no_grad;
   if (!image_.defined()) throw std::logic_error("SdInpainter: begin_image() first");
+  check_inpainting_pipeline(pipe_);
+  timesteps_to_run(pipe_, settings_);
   std::vector<torch::Tensor> images, latents;
   const int64_t n = masks.size(0), batch = std::max<int64_t>(1, settings_.mask_batch);
+  const int64_t height = image_.size(2), width = image_.size(3);
   for (int64_t start = 0; start < n; start += batch) {
-    const InpaintResult r = anomalysd::inpaint(pipe_, image_, image_latent_, masks.narrow(0, start, std::min(batch, n - start)),
-                                               noise_, conditioning_, settings_);
+    const torch::Tensor part = masks.narrow(0, start, std::min(batch, n - start)).to(image_.device());
+    // [m↓; z°] per mask; the full mask's z° = E(0)·sf does not depend on the image: encoded once.
+    const torch::Tensor full = (part >= 0.5).flatten(1).all(1).cpu();
+    std::vector<int64_t> partial;
+    for (int64_t i = 0; i < part.size(0); ++i)
+      if (!full[i].item<bool>()) partial.push_back(i);
+    torch::Tensor condition;
+    if (static_cast<int64_t>(partial.size()) == part.size(0)) {
+      condition = inpaint_condition(pipe_, image_, part);
+      masked_encodes_ += part.size(0);
+    } else {
+      auto cached = full_mask_latent_.find({height, width});
+      if (cached == full_mask_latent_.end()) {
+        cached = full_mask_latent_.emplace(std::make_pair(height, width),
+                                           inpaint_condition(pipe_, image_, torch::ones({1, 1, height, width}, image_.options()))).first;
+        ++masked_encodes_;
+      }
+      condition = cached->second.expand({part.size(0), -1, -1, -1}).clone();
+      if (!partial.empty()) {
+        const torch::Tensor index = torch::tensor(partial, torch::kLong).to(image_.device());
+        condition.index_copy_(0, index, inpaint_condition(pipe_, image_, part.index_select(0, index)));
+        masked_encodes_ += static_cast<int64_t>(partial.size());
+      }
+    }
+    const InpaintResult r = inpaint_from_condition(pipe_, image_latent_, condition, noise_, conditioning_, settings_);
     unet_calls_ += r.unet_calls;
     images.push_back(r.images);
     latents.push_back(r.latents);

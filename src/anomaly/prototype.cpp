@@ -85,7 +85,8 @@ torch::Tensor nearest_neighbour_distance(const torch::Tensor& queries, const tor
 torch::Tensor prototype_error_map(const torch::Tensor& features, const torch::Tensor& bank) {
   if (features.dim() != 4 || features.size(0) != 1) throw ShapeError("prototype error map: features must be [1, C, h, w]");
   const int64_t c = features.size(1), h = features.size(2), w = features.size(3);
-  return nearest_neighbour_distance(features[0].reshape({c, h * w}).t().contiguous(), bank).view({h, w});
+  // In float32 whatever the network's dtype: ‖a‖² + ‖b‖² − 2ab cancels most of its digits.
+  return nearest_neighbour_distance(features[0].reshape({c, h * w}).t().to(torch::kFloat).contiguous(), bank.to(torch::kFloat)).view({h, w});
 }
 
 torch::Tensor prototype_error(EfficientNet& net, const torch::Tensor& image, const torch::Tensor& bank,

@@ -18,7 +18,7 @@
 #include "anomalysd/io/json_file.h"
 #include "anomalysd/metrics/eval_maps.h"
 #include "anomalysd/util/progress.h"
-#include "anomalysd/version.h"
+#include "anomalysd/core/version.h"
 
 namespace anomalysd {
 
@@ -68,14 +68,44 @@ void write_scores(const fs::path& output, const std::map<std::string, double>& s
   write_file_atomically((output / "scores.csv").string(), csv.str());
 }
 
-// The config as it determines the maps: device, threads and the mask batch only change speed.
-std::string config_identity(AppConfig c) {
+// The config as it determines the maps, down to their last bits: the method's keys, the mask
+// batch (batched GEMMs round differently), and the numeric setup (device type, dtype, the CPU
+// GEMM and attention kernel actually used, LibTorch). Only the thread count and the device's
+// index may change between a run and its resume.
+nlohmann::json config_identity(AppConfig c) {
+  const std::string numeric = numeric_setup(c.runtime);
   c.runtime.device = "-";
-  c.runtime.threads = 0;  // speed knobs: a resumed run may change them
-  c.runtime.cpu_gemm = c.runtime.attention = "-";
-  c.inference.mask_batch = 0;
+  c.runtime.threads = 0;
+  c.runtime.cpu_gemm = c.runtime.attention = "-";  // in `numeric`, resolved
   c.source.clear();
-  return c.to_yaml();
+  return {{"config", c.to_yaml()}, {"numeric_setup", numeric}};
+}
+
+// The entries of two run identities that differ, for the refusal's message.
+std::string identity_differences(const nlohmann::json& before, const nlohmann::json& now) {
+  if (!before.is_object()) return "";
+  std::vector<std::string> out;
+  for (const auto& [key, value] : now.items())
+    if (!before.contains(key) || before[key] != value) {
+      if (key == "config" && before.contains(key) && before[key].is_object() && value.is_object()) {
+        if (before[key].value("numeric_setup", "") != value.value("numeric_setup", ""))
+          out.push_back("numeric setup '" + before[key].value("numeric_setup", "") + "' -> '" + value.value("numeric_setup", "") + "'");
+        // The YAML lines that changed, e.g. "mask_batch: 4" (the config is one key per line).
+        std::set<std::string> old_lines;
+        std::istringstream a(before[key].value("config", "")), b(value.value("config", ""));
+        for (std::string line; std::getline(a, line);) old_lines.insert(line);
+        for (std::string line; std::getline(b, line);)
+          if (!old_lines.count(line)) {
+            const auto first = line.find_first_not_of(' ');
+            out.push_back("'" + (first == std::string::npos ? line : line.substr(first)) + "'");
+          }
+      } else {
+        out.push_back(key);
+      }
+    }
+  std::string s;
+  for (std::size_t i = 0; i < out.size(); ++i) s += (i ? ", " : "") + out[i];
+  return s;
 }
 
 }  // namespace
@@ -218,8 +248,10 @@ EvalSummary run_eval(const EvalOptions& o) {
     const std::string before = previous.value("config_hash", "");
     const bool same_shard = previous.value("shard", nlohmann::json::array({0, 1})) == nlohmann::json::array({o.shard_index, o.shard_count});
     if (before != hash || !same_shard) {
+      const std::string differs = identity_differences(previous.value("identity", nlohmann::json()), identity);
       if (!o.overwrite)
-        throw InputError(o.output + ": holds a run with another config, model, shots or shard (config hash " + before + ", now " + hash +
+        throw InputError(o.output + ": holds a run with another config, model, shots, numeric setup or shard (config hash " + before + ", now " +
+                         hash + (differs.empty() ? std::string() : "; differs in: " + differs) +
                          "); rerun the same command to resume it, pass --overwrite to discard it, or choose another --output");
       spdlog::warn("--overwrite: discarding the previous run in {}", o.output);
       for (const char* p : {"maps", "report", "variants"}) fs::remove_all(out / p);
@@ -231,6 +263,7 @@ EvalSummary run_eval(const EvalOptions& o) {
   if (const int n = remove_stale_temporaries(o.output)) spdlog::info("removed {} temporary file(s) of an interrupted run", n);
   const nlohmann::json run = {{"format", "anomalysd-eval-run"},
                               {"config_hash", hash},
+                              {"identity", identity},
                               {"config", config.to_yaml()},
                               {"model", model_dir},
                               {"dataset", o.dataset},

@@ -1,4 +1,5 @@
 #include "anomalysd/app/finetune.h"
+#include "app/finetune_internal.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/autocast_mode.h>
@@ -31,16 +32,15 @@
 #include "anomalysd/train/optim.h"
 #include "anomalysd/train/training_data.h"
 #include "anomalysd/util/progress.h"
-#include "anomalysd/version.h"
+#include "anomalysd/core/version.h"
 
 namespace anomalysd {
 
 namespace fs = std::filesystem;
 
-namespace {
+namespace finetune_detail {
 
-enum Part : int { kUnet = 0, kDecoder = 1 };
-const char* part_name(int p) { return p == kUnet ? "unet" : "decoder"; }
+namespace {
 
 uint64_t splitmix(uint64_t x) {
   x += 0x9E3779B97F4A7C15ull;
@@ -52,47 +52,6 @@ uint64_t mix(std::initializer_list<uint64_t> values) {
   uint64_t h = 0x243F6A8885A308D3ull;
   for (uint64_t v : values) h = splitmix(h ^ v);
   return h;
-}
-
-uint64_t fnv1a(const std::string& s) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
-  return h;
-}
-
-std::string hex(uint64_t v) {
-  std::ostringstream s;
-  s << std::hex << std::setw(16) << std::setfill('0') << v;
-  return s.str();
-}
-
-struct Shot {
-  std::string cls, path;
-  torch::Tensor image;       // [1, 3, R, R] in [0, 1]
-  torch::Tensor foreground;  // [1, 1, R, R] 0/1
-  std::vector<std::string> prompts;
-};
-
-struct Batch {
-  torch::Tensor images, masks, timesteps, noise;
-  std::vector<std::string> prompts;
-};
-
-// What a checkpoint must agree on to be resumed: everything that changes the trained weights.
-std::string training_identity(const AppConfig& c, const std::string& base, const nlohmann::json& shots, const std::string& dataset) {
-  TrainConfig t = c.train;
-  t.save_every = 0;
-  t.keep = 0;
-  t.log_every = 0;
-  AppConfig x;
-  x.train = t;
-  x.resolution = c.resolution;
-  x.prompts = c.prompts;
-  x.runtime.seed = c.runtime.seed;
-  x.runtime.dtype = c.runtime.dtype;
-  x.features = c.features;
-  const nlohmann::json id = {{"config", x.to_yaml()}, {"base", fs::absolute(base).lexically_normal().string()}, {"shots", shots}, {"dataset", dataset}};
-  return hex(fnv1a(json_compact(id)));
 }
 
 void set_autocast(bool on, torch::ScalarType dtype) {
@@ -111,80 +70,7 @@ cv::Mat mask_to_mat(const torch::Tensor& m) {  // [1, 1, H, W] 0/1 -> CV_8U
   return cv::Mat(static_cast<int>(u8.size(0)), static_cast<int>(u8.size(1)), CV_8U, u8.data_ptr<uint8_t>()).clone();
 }
 
-// The loss curve of train_log.csv: one colour per part, log scale.
-void write_loss_plot(const std::string& path, const std::vector<std::tuple<int64_t, int, double>>& log) {
-  const int width = 720, height = 360, left = 60, right = 20, top = 20, bottom = 40;
-  cv::Mat img(height, width, CV_8UC3, cv::Scalar(255, 255, 255));
-  if (log.empty()) return;
-  double lo = INFINITY, hi = -INFINITY;
-  int64_t last = 1;
-  for (const auto& [step, part, loss] : log) {
-    if (loss > 0 && std::isfinite(loss)) {
-      lo = std::min(lo, std::log10(loss));
-      hi = std::max(hi, std::log10(loss));
-    }
-    last = std::max(last, step + 1);
-  }
-  if (!std::isfinite(lo)) return;
-  if (hi - lo < 1e-6) hi = lo + 1;
-  auto px = [&](int64_t step) { return left + static_cast<int>((width - left - right) * static_cast<double>(step) / static_cast<double>(last)); };
-  auto py = [&](double loss) { return top + static_cast<int>((height - top - bottom) * (hi - std::log10(loss)) / (hi - lo)); };
-  cv::rectangle(img, cv::Point(left, top), cv::Point(width - right, height - bottom), cv::Scalar(0, 0, 0));
-  const cv::Scalar colours[2] = {cv::Scalar(200, 60, 30), cv::Scalar(30, 120, 200)};
-  cv::Point prev(-1, -1);
-  int prev_part = -1;
-  for (const auto& [step, part, loss] : log) {
-    if (!(loss > 0) || !std::isfinite(loss)) continue;
-    const cv::Point p(px(step), py(loss));
-    if (prev.x >= 0 && prev_part == part) cv::line(img, prev, p, colours[part], 1, cv::LINE_AA);
-    prev = p;
-    prev_part = part;
-  }
-  char label[64];
-  std::snprintf(label, sizeof label, "%.3g", std::pow(10.0, hi));
-  cv::putText(img, label, cv::Point(2, top + 10), cv::FONT_HERSHEY_SIMPLEX, 0.4, cv::Scalar(0, 0, 0));
-  std::snprintf(label, sizeof label, "%.3g", std::pow(10.0, lo));
-  cv::putText(img, label, cv::Point(2, height - bottom), cv::FONT_HERSHEY_SIMPLEX, 0.4, cv::Scalar(0, 0, 0));
-  std::snprintf(label, sizeof label, "step %lld", static_cast<long long>(last));
-  cv::putText(img, label, cv::Point(width - right - 90, height - 12), cv::FONT_HERSHEY_SIMPLEX, 0.4, cv::Scalar(0, 0, 0));
-  cv::putText(img, "unet loss (eq. 8)", cv::Point(left + 10, height - 12), cv::FONT_HERSHEY_SIMPLEX, 0.4, colours[0]);
-  cv::putText(img, "decoder loss (eq. 9)", cv::Point(left + 170, height - 12), cv::FONT_HERSHEY_SIMPLEX, 0.4, colours[1]);
-  write_png(path, img, /*rgb=*/false);
-}
-
-class Trainer {
- public:
-  Trainer(const AppConfig& config, const FinetuneOptions& o) : config_(config), o_(o) {}
-  FinetuneSummary run();
-
- private:
-  void load_data(const Dataset& dataset, const ShotSelection& shots);
-  std::vector<int64_t> permutation(int part, int64_t epoch) const;
-  Batch make_batch(int part, int64_t first_index, int64_t n);
-  torch::Tensor contexts(const std::vector<std::string>& prompts);
-  std::vector<NamedParameter> part_parameters(int part);
-  void set_trainable(int part);
-  void save_checkpoint(int64_t next_step, int part);
-  void save_masks();
-
-  AppConfig config_;
-  FinetuneOptions o_;
-  Runtime rt_;
-  std::string base_;
-  SdPipeline pipe_;
-  Lpips lpips_{nullptr};
-  std::vector<Shot> shots_;
-  nlohmann::json shots_json_;
-  std::string hash_;
-  std::map<std::string, torch::Tensor> context_cache_;
-  std::unique_ptr<Adam> adam_;
-  std::unique_ptr<Ema> ema_;
-  int current_part_ = -1;
-  int64_t unet_steps_ = 0, decoder_steps_ = 0;
-  std::vector<std::tuple<int64_t, int, double>> log_;
-  double loss_scale_ = 65536.0;  // fp16 autocast only
-  int64_t good_steps_ = 0;
-};
+}  // namespace
 
 std::vector<int64_t> Trainer::permutation(int part, int64_t epoch) const {
   std::vector<int64_t> p(shots_.size());
@@ -271,43 +157,6 @@ void Trainer::set_trainable(int part) {
   pipe_.vae->train(part == kDecoder);
 }
 
-void Trainer::save_checkpoint(int64_t next_step, int part) {
-  const fs::path dir = fs::path(o_.output) / "checkpoints";
-  fs::create_directories(dir);
-  char name[32];
-  std::snprintf(name, sizeof name, "step-%07lld", static_cast<long long>(next_step));
-  std::map<std::string, torch::Tensor> state;
-  if (adam_)
-    for (auto& [k, v] : adam_->state()) state["adam." + k] = v.detach().to(torch::kCPU).clone();
-  const auto params = adam_ ? adam_->params() : std::vector<NamedParameter>{};
-  if (ema_) {
-    for (auto& [k, v] : ema_->state()) state[k] = v.detach().to(torch::kCPU).clone();  // copies: swap_into changes the shadows
-    for (const auto& p : params) state["raw." + p.name] = p.tensor.detach().to(torch::kCPU).clone();  // a copy: the swap below changes p
-  }
-  if (state.empty()) state["none"] = torch::zeros({1});
-  const nlohmann::json info = {{"format", "anomalysd-training-state"}, {"next_step", next_step}, {"part", part_name(part)},
-                               {"adam_steps", adam_ ? adam_->steps() : 0}, {"train_hash", hash_}, {"unet_steps", unet_steps_},
-                               {"decoder_steps", decoder_steps_}, {"base", base_}, {"loss_scale", loss_scale_},
-                               {"good_steps", good_steps_}, {"versions", {{"anomalysd", project_version()}, {"libtorch", libtorch_version()}}}};
-  PipelineWrite w;
-  w.base = base_;
-  w.target = (dir / name).string();
-  w.variant = o_.save_variant;
-  w.text_files = {{"shots.json", json_text(shots_json_)}, {"training_state.json", json_text(info)}};
-  w.tensor_files = {{"training_state.safetensors", state}};
-  if (ema_) ema_->swap_into(params);  // the folder holds the averaged weights
-  write_pipeline_folder(w, pipe_.unet, pipe_.vae);
-  if (ema_) ema_->swap_into(params);
-  // keep the newest `keep`
-  std::vector<std::string> all;
-  for (const auto& e : fs::directory_iterator(dir))
-    if (e.is_directory() && e.path().filename().string().rfind("step-", 0) == 0) all.push_back(e.path().string());
-  std::sort(all.begin(), all.end());
-  for (std::size_t i = 0; i + static_cast<std::size_t>(config_.train.keep) < all.size(); ++i) fs::remove_all(all[i]);
-  write_loss_plot((fs::path(o_.output) / "loss.png").string(), log_);
-  spdlog::info("checkpoint: {}", w.target);
-}
-
 void Trainer::save_masks() {
   const fs::path dir = fs::path(o_.output) / "masks";
   for (const Shot& s : shots_) {
@@ -363,6 +212,87 @@ void Trainer::load_data(const Dataset& dataset, const ShotSelection& shots) {
   }
 }
 
+
+int64_t Trainer::steps_for(const char* what, int64_t steps, int64_t epochs) const {
+  // §5.1 counts the training length in epochs over the shots (4000 UNet, 200 decoder); steps,
+  // when set (> 0), win over epochs.
+  if (steps > 0 || epochs <= 0) return steps;
+  const int64_t images = static_cast<int64_t>(shots_.size());
+  const int64_t per_step = config_.train.batch_size * config_.train.grad_accumulation;
+  const int64_t n = (epochs * images + per_step - 1) / per_step;
+  spdlog::info("{}: {} epochs over {} image(s) at {} per step = {} steps", what, epochs, images, per_step, n);
+  return n;
+}
+
+void Trainer::enter_part(int part, int64_t local) {
+  if (part == current_part_) return;
+  if (current_part_ >= 0) {
+    stash_part_state(current_part_);                     // kept: a later run may continue this part
+    if (ema_) ema_->swap_into(adam_->params());          // the part keeps its averaged weights
+  }
+  set_trainable(part);
+  adam_ = std::make_unique<Adam>(part_parameters(part), config_.train.lr);
+  ema_ = config_.train.ema_decay > 0 ? std::make_unique<Ema>(adam_->params(), config_.train.ema_decay) : nullptr;
+  if (local > 0) restore_part_state(part);
+  current_part_ = part;
+}
+
+// One optimizer step of `part` at its local step `local` (eq. 8 or eq. 9–10); returns the loss.
+double Trainer::train_step(int part, int64_t local, double* mse, double* lpips, double* grad_norm) {
+  const TrainConfig& t = config_.train;
+  const bool autocast = rt_.device.is_cuda() && t.mixed_precision != "no";
+  const torch::ScalarType amp_dtype = t.mixed_precision == "bf16" ? torch::kBFloat16 : torch::kHalf;
+  adam_->zero_grad();
+  double loss_sum = 0;
+  *mse = *lpips = 0;
+  for (int64_t a = 0; a < t.grad_accumulation; ++a) {
+    const Batch b = make_batch(part, (local * t.grad_accumulation + a) * t.batch_size, t.batch_size);
+    if (autocast) set_autocast(true, amp_dtype);
+    torch::Tensor loss;
+    if (part == kUnet) {
+      loss = unet_loss(pipe_, b.images, b.masks, contexts(b.prompts), b.timesteps, b.noise);
+    } else {
+      const DecoderLoss d = decoder_loss(pipe_, lpips_, b.images, t.decoder_lpips_weight);
+      loss = d.total;
+      *mse += d.mse.item<double>() / static_cast<double>(t.grad_accumulation);
+      *lpips += d.lpips.item<double>() / static_cast<double>(t.grad_accumulation);
+    }
+    if (autocast) set_autocast(false, amp_dtype);
+    const double value = loss.item<double>();
+    if (!std::isfinite(value)) {
+      const std::string last = newest_checkpoint(o_.output);
+      throw std::runtime_error("step " + std::to_string(done_.total()) + " (" + part_name(part) + "): the loss is " + std::to_string(value) +
+                               "; stopped. The last good checkpoint is " + (last.empty() ? std::string("none") : last) +
+                               " (resume from it with a lower train.lr, or check the images)");
+    }
+    loss_sum += value / static_cast<double>(t.grad_accumulation);
+    const bool scaled = autocast && amp_dtype == torch::kHalf;
+    ((scaled ? loss * loss_scale_ : loss) / static_cast<double>(t.grad_accumulation)).backward();
+  }
+  if (autocast && amp_dtype == torch::kHalf) {  // dynamic loss scaling for fp16
+    bool finite = true;
+    for (const auto& p : adam_->params())
+      if (p.tensor.grad().defined()) {
+        p.tensor.mutable_grad().div_(loss_scale_);
+        finite = finite && torch::isfinite(p.tensor.grad()).all().item<bool>();
+      }
+    if (!finite) {
+      loss_scale_ /= 2;
+      good_steps_ = 0;
+      spdlog::debug("fp16: gradient overflow, loss scale now {}", loss_scale_);
+      adam_->zero_grad();
+    } else if (++good_steps_ % 2000 == 0) {
+      loss_scale_ *= 2;
+    }
+  }
+  // Gradient clipping (train.grad_clip, beyond §5.1, which names none): keeps a few-shot run with
+  // lr 1e-4 from one bad batch's jump.
+  *grad_norm = clip_gradients(adam_->params(), t.grad_clip);
+  adam_->step();
+  if (ema_) ema_->update(adam_->params());
+  return loss_sum;
+}
+
 FinetuneSummary Trainer::run() {
   const auto start_time = std::chrono::steady_clock::now();
   if (o_.shots < 1) throw InputError("finetune needs at least one shot per class (--shots K, K >= 1)");
@@ -376,19 +306,18 @@ FinetuneSummary Trainer::run() {
   hash_ = training_identity(config_, base_, shots_json_, o_.dataset);
   const fs::path out(o_.output);
 
-  // 1. a fresh run, or the newest complete checkpoint
-  std::string resume_from;
-  nlohmann::json state_info = nlohmann::json::object();
+  // 1. a fresh run, or the newest complete checkpoint (which a larger training length continues)
   if (o_.resume) {
-    resume_from = newest_checkpoint(o_.output);
-    if (resume_from.empty()) {
+    resume_from_ = newest_checkpoint(o_.output);
+    if (resume_from_.empty()) {
       spdlog::warn("--resume: no checkpoint in {}; starting from the beginning", o_.output);
     } else {
-      state_info = read_json_file((fs::path(resume_from) / "training_state.json").string());
-      if (state_info.value("train_hash", "") != hash_)
-        throw InputError(resume_from + ": was trained with another config, base model, dataset or shots (hash " +
-                         state_info.value("train_hash", "?") + ", now " + hash_ + "); resume with the same settings, or pass --overwrite");
-      base_ = state_info.value("base", base_);
+      state_info_ = read_json_file((fs::path(resume_from_) / "training_state.json").string());
+      if (state_info_.value("train_hash", "") != hash_)
+        throw InputError(resume_from_ + ": was trained with another config (base model, data, shots, lr, masks, prompts, parts, ...: hash " +
+                         state_info_.value("train_hash", "?") + ", now " + hash_ +
+                         "); only the training length may change on --resume. Resume with the same settings, or pass --overwrite");
+      base_ = state_info_.value("base", base_);
     }
   } else if (fs::exists(out / "checkpoints") || fs::exists(out / "model")) {
     if (!o_.overwrite)
@@ -405,163 +334,98 @@ FinetuneSummary Trainer::run() {
   write_file_atomically((out / "shots.json").string(), json_text(shots_json_));
 
   // 2. models: weights trained in float32 (autocast on CUDA when asked)
-  pipe_ = load_sd_pipeline(resume_from.empty() ? base_ : resume_from, resume_from.empty() ? config_.model.variant : o_.save_variant);
+  pipe_ = load_sd_pipeline(resume_from_.empty() ? base_ : resume_from_, resume_from_.empty() ? config_.model.variant : o_.save_variant);
   pipe_.to(rt_.device, torch::kFloat);
   if (!pipe_.is_inpainting()) throw InputError(base_ + ": the UNet has " + std::to_string(pipe_.unet->config.in_channels) + " input channels; fine-tuning needs an inpainting UNet (9)");
   check_inpaint_size(pipe_, config_.resolution, config_.resolution);
   const TrainConfig& t = config_.train;
   load_data(dataset, shots);
   const int64_t n = static_cast<int64_t>(shots_.size());
-  const int64_t per_step = t.batch_size * t.grad_accumulation;
-  auto steps_for = [&](int64_t steps, int64_t epochs) { return epochs > 0 ? (epochs * n + per_step - 1) / per_step : steps; };
-  unet_steps_ = (t.parts == "unet" || t.parts == "both") ? steps_for(t.unet_steps, t.unet_epochs) : 0;
-  decoder_steps_ = (t.parts == "decoder" || t.parts == "both") ? steps_for(t.decoder_steps, t.decoder_epochs) : 0;
+  unet_steps_ = (t.parts == "unet" || t.parts == "both") ? steps_for("UNet", t.unet_steps, t.unet_epochs) : 0;
+  decoder_steps_ = (t.parts == "decoder" || t.parts == "both") ? steps_for("decoder", t.decoder_steps, t.decoder_epochs) : 0;
   if (decoder_steps_ > 0) {
     lpips_ = load_lpips(require_feature_weights(config_, "features.alexnet", config_.features.alexnet),
                         require_feature_weights(config_, "features.lpips", config_.features.lpips));
     lpips_->to(rt_.device, torch::kFloat);
   }
-  const bool cuda = rt_.device.is_cuda();
-  const bool autocast = cuda && t.mixed_precision != "no";
-  const torch::ScalarType amp_dtype = t.mixed_precision == "bf16" ? torch::kBFloat16 : torch::kHalf;
-  if (!cuda && t.mixed_precision != "no") spdlog::warn("train.mixed_precision = {} needs CUDA; training in float32 on the CPU", t.mixed_precision);
+  if (!rt_.device.is_cuda() && t.mixed_precision != "no") spdlog::warn("train.mixed_precision = {} needs CUDA; training in float32 on the CPU", t.mixed_precision);
   if (o_.save_masks) save_masks();
 
+  // What the checkpoint had done, and its optimizer states (each part's, loaded when it resumes).
+  if (!resume_from_.empty()) {
+    done_ = checkpoint_progress(state_info_);
+    if (done_.unet > unet_steps_ || done_.decoder > decoder_steps_)
+      throw InputError(resume_from_ + ": has trained " + std::to_string(done_.unet) + " UNet and " + std::to_string(done_.decoder) +
+                       " decoder step(s), more than this config's " + std::to_string(unet_steps_) + " and " + std::to_string(decoder_steps_) +
+                       "; raise train.unet_steps/unet_epochs (or the decoder's) to continue, or use the checkpoint as it is");
+    const std::string part = state_info_.value("part", "");
+    for (auto& [k, v] : load_all((fs::path(resume_from_) / "training_state.safetensors").string())) {
+      if (k.rfind("done.", 0) == 0)
+        stashed_[k] = v;
+      else if ((k.rfind("adam.", 0) == 0 || k.rfind("ema.", 0) == 0 || k.rfind("raw.", 0) == 0) && !part.empty())
+        stashed_["done." + part + "." + k] = v;  // the checkpoint's live part
+    }
+    stashed_steps_ = state_info_.value("stashed_adam_steps", nlohmann::json::object());
+    if (!part.empty()) stashed_steps_[part] = state_info_.value("adam_steps", int64_t(0));
+    const int64_t before_u = state_info_.value("unet_steps", unet_steps_), before_d = state_info_.value("decoder_steps", decoder_steps_);
+    if (before_u != unet_steps_ || before_d != decoder_steps_)
+      spdlog::info("continuing {} to a new length: UNet {} -> {} steps, decoder {} -> {} steps (done: {} and {})", resume_from_, before_u,
+                   unet_steps_, before_d, decoder_steps_, done_.unet, done_.decoder);
+  }
+  loss_scale_ = state_info_.value("loss_scale", 65536.0);
+  good_steps_ = state_info_.value("good_steps", int64_t(0));
+
   const int64_t total = unet_steps_ + decoder_steps_;
-  int64_t step = state_info.value("next_step", int64_t(0));
-  loss_scale_ = state_info.value("loss_scale", 65536.0);
-  good_steps_ = state_info.value("good_steps", int64_t(0));
   FinetuneSummary summary;
   summary.images = n;
   summary.unet_steps = unet_steps_;
   summary.decoder_steps = decoder_steps_;
-  summary.start_step = step;
+  summary.start_step = done_.total();
   spdlog::info("fine-tuning on {} shot(s) of {} class(es): {} UNet step(s), {} decoder step(s), batch {} x {} accumulation{}", n,
                dataset.classes.size(), unet_steps_, decoder_steps_, t.batch_size, t.grad_accumulation,
-               step > 0 ? ", resuming at step " + std::to_string(step) : "");
+               done_.total() > 0 ? ", resuming at step " + std::to_string(done_.total()) : "");
 
   // train_log.csv: the steps before the resume point stay, later ones are redone
   const fs::path log_path = out / "train_log.csv";
   std::ostringstream log_text;
-  log_text << "step,part,loss,mse,lpips,grad_norm,lr,seconds\n";
-  if (step > 0 && fs::is_regular_file(log_path)) {
-    std::ifstream in(log_path);
-    std::string line;
-    std::getline(in, line);
-    while (std::getline(in, line)) {
-      std::stringstream ss(line);
-      std::string s_step, s_part, s_loss;
-      std::getline(ss, s_step, ',');
-      std::getline(ss, s_part, ',');
-      std::getline(ss, s_loss, ',');
-      try {
-        if (std::stoll(s_step) >= step) continue;
-        log_.emplace_back(std::stoll(s_step), s_part == "unet" ? kUnet : kDecoder, std::stod(s_loss));
-        log_text << line << "\n";
-      } catch (const std::exception&) {
-      }
-    }
-  }
-  std::ofstream log_file;
-  {
-    write_file_atomically(log_path.string(), log_text.str());
-    log_file.open(log_path, std::ios::app);
-  }
+  read_train_log(log_path.string(), done_.total(), log_text, log_);
+  write_file_atomically(log_path.string(), log_text.str());
+  std::ofstream log_file(log_path, std::ios::app);
 
-  // 3. the loop: the UNet steps, then the decoder's
-  ProgressBar bar("finetune", total - step, "step");
+  // 3. the loop: the UNet's steps, then the decoder's
+  ProgressBar bar("finetune", total - done_.total(), "step");
   int64_t steps_run = 0;
-  while (step < total) {
-    const int part = step < unet_steps_ ? kUnet : kDecoder;
-    const int64_t local = part == kUnet ? step : step - unet_steps_;
-    if (part != current_part_) {
-      if (current_part_ == kUnet && ema_) ema_->swap_into(adam_->params());  // the UNet keeps its averaged weights
-      set_trainable(part);
-      adam_ = std::make_unique<Adam>(part_parameters(part), t.lr);
-      ema_ = t.ema_decay > 0 ? std::make_unique<Ema>(adam_->params(), t.ema_decay) : nullptr;
-      if (!resume_from.empty() && state_info.value("part", "") == part_name(part) && local > 0) {
-        const auto state = load_all((fs::path(resume_from) / "training_state.safetensors").string(), rt_.device);
-        std::map<std::string, torch::Tensor> adam_state;
-        for (const auto& [k, v] : state)
-          if (k.rfind("adam.", 0) == 0) adam_state[k.substr(5)] = v;
-        adam_->load_state(adam_state, state_info.value("adam_steps", int64_t(0)));
-        if (ema_) {
-          ema_->load_state(state);
-          torch::NoGradGuard no_grad;
-          for (const auto& p : adam_->params()) p.tensor.copy_(state.at("raw." + p.name));
-        }
-        spdlog::info("restored the {} optimizer state at step {}", part_name(part), step);
-      }
-      current_part_ = part;
-    }
+  while (done_.unet < unet_steps_ || done_.decoder < decoder_steps_) {
+    const int part = done_.unet < unet_steps_ ? kUnet : kDecoder;
+    int64_t& local = part == kUnet ? done_.unet : done_.decoder;
+    enter_part(part, local);
     const auto t0 = std::chrono::steady_clock::now();
-    adam_->zero_grad();
-    double loss_sum = 0, mse_sum = 0, lpips_sum = 0;
-    for (int64_t a = 0; a < t.grad_accumulation; ++a) {
-      const Batch b = make_batch(part, (local * t.grad_accumulation + a) * t.batch_size, t.batch_size);
-      if (autocast) set_autocast(true, amp_dtype);
-      torch::Tensor loss;
-      if (part == kUnet) {
-        loss = unet_loss(pipe_, b.images, b.masks, contexts(b.prompts), b.timesteps, b.noise);
-      } else {
-        const DecoderLoss d = decoder_loss(pipe_, lpips_, b.images, t.decoder_lpips_weight);
-        loss = d.total;
-        mse_sum += d.mse.item<double>() / static_cast<double>(t.grad_accumulation);
-        lpips_sum += d.lpips.item<double>() / static_cast<double>(t.grad_accumulation);
-      }
-      if (autocast) set_autocast(false, amp_dtype);
-      const double value = loss.item<double>();
-      if (!std::isfinite(value)) {
-        const std::string last = newest_checkpoint(o_.output);
-        throw std::runtime_error("step " + std::to_string(step) + " (" + part_name(part) + "): the loss is " + std::to_string(value) +
-                                 "; stopped. The last good checkpoint is " + (last.empty() ? std::string("none") : last) +
-                                 " (resume from it with a lower train.lr, or check the images)");
-      }
-      loss_sum += value / static_cast<double>(t.grad_accumulation);
-      const bool scaled = autocast && amp_dtype == torch::kHalf;
-      ((scaled ? loss * loss_scale_ : loss) / static_cast<double>(t.grad_accumulation)).backward();
-    }
-    if (autocast && amp_dtype == torch::kHalf) {  // dynamic loss scaling for fp16
-      bool finite = true;
-      for (const auto& p : adam_->params())
-        if (p.tensor.grad().defined()) {
-          p.tensor.mutable_grad().div_(loss_scale_);
-          finite = finite && torch::isfinite(p.tensor.grad()).all().item<bool>();
-        }
-      if (!finite) {
-        loss_scale_ /= 2;
-        good_steps_ = 0;
-        spdlog::debug("fp16: gradient overflow, loss scale now {}", loss_scale_);
-        adam_->zero_grad();
-      } else if (++good_steps_ % 2000 == 0) {
-        loss_scale_ *= 2;
-      }
-    }
-    const double norm = clip_gradients(adam_->params(), t.grad_clip);
-    adam_->step();
-    if (ema_) ema_->update(adam_->params());
+    const int64_t step = done_.total();
+    double mse = 0, lpips = 0, norm = 0;
+    const double loss = train_step(part, local, &mse, &lpips, &norm);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    log_.emplace_back(step, part, loss_sum);
-    log_file << step << "," << part_name(part) << "," << std::setprecision(8) << loss_sum << "," << (part == kDecoder ? mse_sum : 0.0) << ","
-             << (part == kDecoder ? lpips_sum : 0.0) << "," << norm << "," << t.lr << "," << secs << "\n";
+    log_.emplace_back(step, part, loss);
+    log_file << step << "," << part_name(part) << "," << std::setprecision(8) << loss << "," << mse << "," << lpips << "," << norm << ","
+             << t.lr << "," << secs << "\n";
     log_file.flush();
     if (part == kUnet) {
-      if (summary.first_unet_loss == 0) summary.first_unet_loss = loss_sum;
-      summary.last_unet_loss = loss_sum;
+      if (summary.first_unet_loss == 0) summary.first_unet_loss = loss;
+      summary.last_unet_loss = loss;
     } else {
-      if (summary.first_decoder_loss == 0) summary.first_decoder_loss = loss_sum;
-      summary.last_decoder_loss = loss_sum;
+      if (summary.first_decoder_loss == 0) summary.first_decoder_loss = loss;
+      summary.last_decoder_loss = loss;
     }
     if ((step + 1) % t.log_every == 0 || step + 1 == total)
-      spdlog::info("step {}/{} {}: loss {:.5f}, grad norm {:.3f}", step + 1, total, part_name(part), loss_sum, norm);
-    ++step;
+      spdlog::info("step {}/{} {}: loss {:.5f}, grad norm {:.3f}", step + 1, total, part_name(part), loss, norm);
+    ++local;
     ++steps_run;
     bar.advance();
-    const bool stopping = o_.stop_after > 0 && steps_run >= o_.stop_after && step < total;
-    if ((t.save_every > 0 && step % t.save_every == 0) || step == total || stopping) save_checkpoint(step, part);
+    const bool finished = done_.total() == total;
+    const bool stopping = o_.stop_after > 0 && steps_run >= o_.stop_after && !finished;
+    if ((t.save_every > 0 && done_.total() % t.save_every == 0) || finished || stopping) save_checkpoint(part);
     if (stopping) {
       bar.finish();
-      spdlog::info("stopped after {} step(s) (--stop-after) at step {}/{}; continue with --resume", steps_run, step, total);
+      spdlog::info("stopped after {} step(s) (--stop-after) at step {}/{}; continue with --resume", steps_run, done_.total(), total);
       summary.steps_run = steps_run;
       summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_time).count();
       summary.steps_per_second = summary.seconds > 0 ? static_cast<double>(steps_run) / summary.seconds : 0;
@@ -582,6 +446,7 @@ FinetuneSummary Trainer::run() {
   w.text_files = {{"shots.json", json_text(shots_json_)}, {"anomalysd_finetune.json", json_text(about)}};
   write_pipeline_folder(w, pipe_.unet, pipe_.vae);
   write_loss_plot((out / "loss.png").string(), log_);
+  spdlog::info("wrote {} (and {}, {})", w.target, log_path.string(), (out / "loss.png").string());
 
   summary.steps_run = steps_run;
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_time).count();
@@ -591,25 +456,11 @@ FinetuneSummary Trainer::run() {
   return summary;
 }
 
-}  // namespace
-
-std::string newest_checkpoint(const std::string& output) {
-  const fs::path dir = fs::path(output) / "checkpoints";
-  if (!fs::is_directory(dir)) return "";
-  std::vector<std::string> all;
-  for (const auto& e : fs::directory_iterator(dir)) {
-    const std::string name = e.path().filename().string();
-    // Complete checkpoints only: a save in progress lives under a dot-name until its rename.
-    if (e.is_directory() && name.rfind("step-", 0) == 0 && fs::is_regular_file(e.path() / "training_state.json")) all.push_back(e.path().string());
-  }
-  if (all.empty()) return "";
-  std::sort(all.begin(), all.end());
-  return all.back();
-}
+}  // namespace finetune_detail
 
 FinetuneSummary run_finetune(const FinetuneOptions& options) {
   const AppConfig config = load_app_config(options.config, options.overrides);
-  Trainer trainer(config, options);
+  finetune_detail::Trainer trainer(config, options);
   return trainer.run();
 }
 

@@ -68,6 +68,20 @@ std::string require_feature_weights(const AppConfig& config, const std::string& 
 
 namespace {
 
+// Eq. (16–17) with φ̂(x) of the test image computed once per image, not once per mask.
+class LpipsDistance : public ImageDistance {
+ public:
+  explicit LpipsDistance(Lpips lpips) : lpips_(std::move(lpips)) {}
+  void begin_image(const torch::Tensor& x) override { reference_ = lpips_->features(x.to(torch::kFloat), /*normalize=*/true); }
+  torch::Tensor distance(const torch::Tensor& x_hat) override {
+    return lpips_->distance_map_from(reference_, x_hat.to(torch::kFloat), /*normalize=*/true);
+  }
+
+ private:
+  Lpips lpips_;
+  LpipsFeatures reference_;
+};
+
 bool is_random_init(const std::string& path) {
   const auto meta = SafetensorsFile::open(path).metadata();
   const auto it = meta.find("anomalysd_init");
@@ -91,12 +105,15 @@ MethodRunner::MethodRunner(const AppConfig& config, const std::string& model_dir
   const std::string alexnet = require_feature_weights(config_, "features.alexnet", config_.features.alexnet);
   const std::string lpips = require_feature_weights(config_, "features.lpips", config_.features.lpips);
   lpips_ = load_lpips(alexnet, lpips);
-  lpips_->to(runtime_.device, runtime_.dtype);
+  // The feature networks, the nearest-neighbour search and the score maths stay in float32
+  // whatever `dtype` says: only the SD parts (UNet, VAE, text encoder) follow it. In half
+  // precision LPIPS's normalisation guard and ‖a‖² + ‖b‖² − 2ab lose their digits (NaN, noise).
+  lpips_->to(runtime_.device, torch::kFloat);
   std::vector<std::string> feature_files{alexnet, lpips};
   if (with_prototype && config_.inference.prototype_mask) {
     const std::string eff = require_feature_weights(config_, "features.efficientnet", config_.features.efficientnet);
     efficientnet_ = load_efficientnet(eff, static_cast<int>(config_.features.efficientnet_variant));
-    efficientnet_->to(runtime_.device, runtime_.dtype);
+    efficientnet_->to(runtime_.device, torch::kFloat);
     feature_files.push_back(eff);
   }
   for (const auto& f : feature_files)
@@ -128,13 +145,7 @@ MethodRunner::MethodRunner(const AppConfig& config, const std::string& model_dir
   d.keep_inpainted = config_.inference.save_inpainted;
   // Validate the grid against the resolution now rather than at the first image.
   if (d.multiscale) multiscale_masks(config_.resolution, config_.resolution, d.scales, vae_scale_factor(pipe_), d.packing);
-  Lpips lp = lpips_;
-  const torch::Device device = runtime_.device;
-  const torch::ScalarType dtype = runtime_.dtype;
-  DistanceFn distance = [lp, device, dtype](const torch::Tensor& x, const torch::Tensor& x_hat) mutable {
-    return lp->distance_map(x.to(device, dtype), x_hat.to(device, dtype), /*normalize=*/true).to(torch::kCPU, torch::kFloat);
-  };
-  detector_ = std::make_unique<AnomalyDetector>(*inpainter_, distance, d);
+  detector_ = std::make_unique<AnomalyDetector>(*inpainter_, std::make_shared<LpipsDistance>(lpips_), d);
 }
 
 MethodRunner::~MethodRunner() = default;
@@ -171,7 +182,7 @@ void MethodRunner::set_class(const std::string& cls, const std::vector<std::stri
     PrototypeOptions o;
     o.taps = config_.features.taps;
     o.rotations = config_.features.rotations;
-    bank_ = build_prototype_bank(efficientnet_, torch::cat(images, 0).to(runtime_.device, runtime_.dtype), o);
+    bank_ = build_prototype_bank(efficientnet_, torch::cat(images, 0).to(runtime_.device, torch::kFloat), o);
     spdlog::info("class '{}': prototype bank of {} vectors from {} shot(s) x {} rotation(s)", cls, bank_.size(0), shots.size(),
                  o.rotations.size());
   }

@@ -17,7 +17,7 @@
 #include "anomalysd/app/eval.h"
 #include "anomalysd/app/finetune.h"
 #include "anomalysd/app/infer.h"
-#include "anomalysd/app_config.h"
+#include "anomalysd/core/app_config.h"
 #include "anomalysd/data/image_io.h"
 #include "anomalysd/data/synthetic.h"
 #include "anomalysd/io/errors.h"
@@ -28,9 +28,9 @@
 #include "anomalysd/models/attention_kernels.h"
 #include "anomalysd/metrics/results.h"
 #include "anomalysd/tools/components.h"
-#include "anomalysd/runtime.h"
+#include "anomalysd/core/runtime.h"
 #include "anomalysd/util/logging.h"
-#include "anomalysd/version.h"
+#include "anomalysd/core/version.h"
 
 namespace {
 

@@ -56,27 +56,78 @@ LpipsImpl::LpipsImpl() {
   lin4 = register_module("lin4", LpipsLin(256));
 }
 
-LpipsOutput LpipsImpl::forward(const torch::Tensor& x0, const torch::Tensor& x1, bool normalize) {
-  if (x0.sizes() != x1.sizes() || x0.dim() != 4 || x0.size(1) != 3) throw ShapeError("lpips: inputs must both be [B, 3, H, W]");
-  // ScalingLayer: (x − shift) / scale, on inputs in [−1, 1].
-  const auto opts = x0.options();
+namespace {
+
+// ScalingLayer: (x − shift) / scale, on inputs in [−1, 1] (or [0, 1] mapped there).
+torch::Tensor scale_input(const torch::Tensor& x, bool normalize) {
+  const auto opts = x.options();
   const torch::Tensor shift = torch::tensor({-0.030, -0.088, -0.188}, opts).view({1, 3, 1, 1});
   const torch::Tensor scale = torch::tensor({0.458, 0.448, 0.450}, opts).view({1, 3, 1, 1});
-  auto prepare = [&](const torch::Tensor& x) { return ((normalize ? 2 * x - 1 : x) - shift) / scale; };
+  return ((normalize ? 2 * x - 1 : x) - shift) / scale;
+}
+
+}  // namespace
+
+torch::Tensor unit_normalize(const torch::Tensor& tap) {
+  // In float32 whatever the trunk's dtype: in float16 the 1e-10 guard rounds to 0 and an all-zero
+  // ReLU position gives 0/0 = NaN.
+  const torch::Tensor f = tap.to(torch::kFloat);
+  return f / (f.pow(2).sum(1, true).sqrt() + 1e-10);
+}
+
+LpipsOutput LpipsImpl::forward(const torch::Tensor& x0, const torch::Tensor& x1, bool normalize) {
+  if (x0.sizes() != x1.sizes() || x0.dim() != 4 || x0.size(1) != 3) throw ShapeError("lpips: inputs must both be [B, 3, H, W]");
   // Both images through the trunk in one batch.
-  const auto taps = net->forward(torch::cat({prepare(x0), prepare(x1)}, 0));
+  const auto taps = net->forward(torch::cat({scale_input(x0, normalize), scale_input(x1, normalize)}, 0));
   const int64_t b = x0.size(0);
-  LpipsLinImpl* lins[5] = {lin0.get(), lin1.get(), lin2.get(), lin3.get(), lin4.get()};
   LpipsOutput out;
   for (int l = 0; l < 5; ++l) {
-    // Unit-normalise each feature vector over channels, then the weighted squared difference.
-    const torch::Tensor f = taps[l] / (taps[l].pow(2).sum(1, true).sqrt() + 1e-10);
-    const torch::Tensor diff = (f.narrow(0, 0, b) - f.narrow(0, b, b)).pow(2);
-    out.layer_maps[l] = lins[l]->forward(diff);  // [B, 1, h, w]
+    const torch::Tensor f = unit_normalize(taps[l]);
+    out.layer_maps[l] = weighted_difference(l, f.narrow(0, 0, b), f.narrow(0, b, b));
     const torch::Tensor mean = out.layer_maps[l].mean({2, 3}, true);
     out.value = l == 0 ? mean : out.value + mean;
   }
   return out;
+}
+
+torch::Tensor LpipsImpl::weighted_difference(int layer, const torch::Tensor& f0, const torch::Tensor& f1) {
+  LpipsLinImpl* lins[5] = {lin0.get(), lin1.get(), lin2.get(), lin3.get(), lin4.get()};
+  LpipsLinImpl* lin = lins[layer];
+  const torch::Tensor& w = lin->model[1]->as<torch::nn::Conv2dImpl>()->weight;
+  // w · (φ̂(x) − φ̂(x̂))², summed over channels: ‖w ⊙ Δ‖² of eq. (17) read as Σ_c w_c Δ_c², as LPIPS does.
+  return lin->forward((f0 - f1).pow(2).to(w.scalar_type())).to(torch::kFloat);  // [B, 1, h, w]
+}
+
+LpipsFeatures LpipsImpl::features(const torch::Tensor& x, bool normalize) {
+  if (x.dim() != 4 || x.size(1) != 3) throw ShapeError("lpips: input must be [B, 3, H, W]");
+  const torch::Tensor& w = net->features[0]->as<torch::nn::Conv2dImpl>()->weight;
+  const auto taps = net->forward(scale_input(x.to(w.device(), w.scalar_type()), normalize));
+  LpipsFeatures f;
+  f.height = x.size(2);
+  f.width = x.size(3);
+  for (int l = 0; l < 5; ++l) f.taps[l] = unit_normalize(taps[l]);
+  return f;
+}
+
+torch::Tensor LpipsImpl::distance_map_from(const LpipsFeatures& reference, const torch::Tensor& x1, bool normalize) {
+  if (x1.dim() != 4 || x1.size(2) != reference.height || x1.size(3) != reference.width)
+    throw ShapeError("lpips: the images must have the reference's size");
+  constexpr int64_t kChunk = 8;  // as distance_map(): bounded memory at 512²
+  if (!torch::GradMode::is_enabled() && x1.size(0) > kChunk) {
+    std::vector<torch::Tensor> parts;
+    for (int64_t start = 0; start < x1.size(0); start += kChunk)
+      parts.push_back(distance_map_from(reference, x1.narrow(0, start, std::min(kChunk, x1.size(0) - start)), normalize));
+    return torch::cat(parts, 0);
+  }
+  const LpipsFeatures f1 = features(x1, normalize);
+  const std::vector<int64_t> size{x1.size(2), x1.size(3)};
+  torch::Tensor map;
+  for (int l = 0; l < 5; ++l) {
+    const torch::Tensor d = weighted_difference(l, reference.taps[l].expand_as(f1.taps[l]), f1.taps[l]);
+    const torch::Tensor up = F::interpolate(d, F::InterpolateFuncOptions().size(size).mode(torch::kBilinear).align_corners(false));
+    map = map.defined() ? map + up : up;  // eq. (17): Σ over layers
+  }
+  return map;
 }
 
 torch::Tensor LpipsImpl::distance_map(const torch::Tensor& x0, const torch::Tensor& x1, bool normalize) {

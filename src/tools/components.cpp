@@ -27,7 +27,7 @@
 #include "anomalysd/models/sd_pipeline.h"
 #include "anomalysd/models/unet.h"
 #include "anomalysd/models/vae.h"
-#include "anomalysd/runtime.h"
+#include "anomalysd/core/runtime.h"
 
 namespace anomalysd {
 

@@ -17,6 +17,7 @@
 #include "anomalysd/io/errors.h"
 #include "anomalysd/io/tensor_io.h"
 #include "anomalysd/metrics/metrics.h"
+#include "anomalysd/models/alexnet_lpips.h"
 #include "anomalysd/models/efficientnet.h"
 #include "anomalysd/tools/components.h"
 #include "models/parity.h"
@@ -278,6 +279,85 @@ TEST(Detector, OracleMapPeaksInsideThePlantedDefectAndSeparatesImages) {
   EXPECT_EQ(auroc(torch::tensor(scores), torch::tensor(std::vector<int64_t>(labels.begin(), labels.end()))), 1.0);
 }
 
+// An imperfect inpainter with a known error per mask, so that each term of eq. (18)–(21) has a
+// value that can be worked out by hand: channel 0 of x̂ is x + δ inside the mask and x + 0.5
+// outside it, so D = δ² inside and 0.25 outside (pixel_distance). δ: 2 for the k = 1 mask,
+// 1 + 0.5·j for cell j (row-major) of the k = 2 grid, 3 for any other mask (the prototype mask).
+class KnownErrorInpainter : public Inpainter {
+ public:
+  void begin_image(const torch::Tensor& image, uint64_t) override { image_ = image; }
+  torch::Tensor inpaint(const torch::Tensor& masks) override {
+    const int64_t h = image_.size(2), w = image_.size(3);
+    std::vector<torch::Tensor> out;
+    for (int64_t i = 0; i < masks.size(0); ++i) {
+      const torch::Tensor m = (masks[i][0] >= 0.5).to(torch::kFloat);
+      const double area = m.sum().item<double>();
+      double delta = 3.0;
+      if (area == static_cast<double>(h * w)) {
+        delta = 2.0;
+      } else if (area == static_cast<double>(h * w / 4)) {
+        const torch::Tensor first = torch::nonzero(m)[0];
+        const int64_t cell = (first[0].item<int64_t>() / (h / 2)) * 2 + first[1].item<int64_t>() / (w / 2);
+        delta = 1.0 + 0.5 * static_cast<double>(cell);
+        if (!torch::equal(m.narrow(0, first[0].item<int64_t>(), h / 2).narrow(1, first[1].item<int64_t>(), w / 2), torch::ones({h / 2, w / 2})))
+          delta = 3.0;  // a quarter of the image that is not a grid cell
+      }
+      torch::Tensor x_hat = image_[0].clone();
+      x_hat[0].add_(m * delta + (1 - m) * 0.5);
+      out.push_back(x_hat);
+    }
+    return torch::stack(out);
+  }
+  int64_t alignment() const override { return 4; }
+  torch::Tensor image_;
+};
+
+TEST(Detector, ScoresOfAnImperfectInpainterMatchEquations18To21ByHand) {
+  const torch::Tensor x = textured(21).narrow(2, 0, 16).narrow(3, 0, 16).contiguous();
+  // Eq. (14)'s error map on a 4×4 grid: one cell far above the rest, so eq. (15) masks exactly
+  // that cell: pixels rows 0–3, columns 0–3 of the 16×16 image.
+  torch::Tensor error = torch::full({4, 4}, 0.1f);
+  error[0][0] = 5.0f;
+  KnownErrorInpainter inpainter;
+  DetectorSettings s;
+  s.scales = {1, 2};
+  s.blur_sigma = 0;   // the map is S itself
+  s.mask_batch = 2;   // batches that mix scales and the prototype mask: 1 + 4 + 1 masks in 3 calls
+  s.alpha = 0.1;
+  const Detection d = AnomalyDetector(inpainter, pixel_distance, s).detect(x, 0, error);
+  ASSERT_EQ(d.masks, 6);
+  ASSERT_EQ(d.scale_maps.size(), 2u);
+  torch::Tensor expected_prototype = torch::zeros({16, 16});
+  expected_prototype.narrow(0, 0, 4).narrow(1, 0, 4).fill_(1);
+  ASSERT_TRUE(torch::equal(d.prototype_mask, expected_prototype));
+
+  struct Pixel {
+    int64_t r, c;
+    double s1, s2, s_ms, s_pg, s;
+  };
+  // By hand: S(1) = 2² = 4 everywhere (one mask, covering everything). S(2) = δ_j² of the pixel's
+  // cell j: 1, 2.25, 4, 6.25 (the other three cells' masks contribute 0 there: M ⊙ D).
+  // S_ms = 2 / (1/S(1) + 1/S(2)) (eq. 19). S_pg = 3² = 9 inside the prototype mask, 0 outside
+  // (eq. 20). S = 0.9 S_ms + 0.1 S_pg (eq. 21).
+  const std::vector<Pixel> pixels = {
+      {1, 1, 4, 1.00, 1.6, 9, 0.9 * 1.6 + 0.9},                // cell 0, in the prototype mask: 2.34
+      {6, 6, 4, 1.00, 1.6, 0, 0.9 * 1.6},                      // cell 0, outside it: 1.44
+      {2, 12, 4, 2.25, 2.0 / (0.25 + 1 / 2.25), 0, 0.9 * 2.88}, // cell 1: S_ms = 2.88
+      {12, 2, 4, 4.00, 4.0, 0, 0.9 * 4.0},                     // cell 2
+      {12, 12, 4, 6.25, 2.0 / (0.25 + 0.16), 0, 0.9 * 2.0 / 0.41},  // cell 3: S_ms = 4.878…
+  };
+  for (const Pixel& p : pixels) {
+    SCOPED_TRACE("pixel " + std::to_string(p.r) + "," + std::to_string(p.c));
+    EXPECT_NEAR(d.scale_maps[0][p.r][p.c].item<double>(), p.s1, 1e-5);
+    EXPECT_NEAR(d.scale_maps[1][p.r][p.c].item<double>(), p.s2, 1e-5);
+    EXPECT_NEAR(d.s_ms[p.r][p.c].item<double>(), p.s_ms, 1e-5);
+    EXPECT_NEAR(d.s_pg[p.r][p.c].item<double>(), p.s_pg, 1e-5);
+    EXPECT_NEAR(d.map[p.r][p.c].item<double>(), p.s, 1e-5);
+  }
+  // S_I = max of the map: cell 3's 0.9 · 4.878.
+  EXPECT_NEAR(d.score, 0.9 * 2.0 / 0.41, 1e-5);
+}
+
 TEST(Detector, PrototypeMaskAloneAndFusion) {
   const torch::Tensor clean = textured(7);
   torch::Tensor x = clean.clone();
@@ -297,8 +377,7 @@ TEST(Detector, PrototypeMaskAloneAndFusion) {
   both.scales = {1, 2};
   both.blur_sigma = 0;
   const Detection f = AnomalyDetector(oracle, pixel_distance, both).detect(x, 0, error);
-  EXPECT_EQ(f.masks, 6);
-  EXPECT_TRUE(torch::allclose(f.map, 0.9 * f.s_ms + 0.1 * f.s_pg));
+  EXPECT_EQ(f.masks, 6);  // the fused values are worked out by hand in ScoresOfAnImperfectInpainter…
   // Without an error map (0 shots) the map is S_ms alone.
   const Detection ms = AnomalyDetector(oracle, pixel_distance, both).detect(x, 0);
   EXPECT_EQ(ms.masks, 5);
@@ -329,6 +408,34 @@ TEST(Detector, PrototypeMaskOnAPlantedBlob) {
   EXPECT_EQ(mask[2][2].item<float>(), 0.0f);
   // A shot is its own prototype: ~0 (rounding of ‖a‖² + ‖b‖² − 2ab) against the blob's distances.
   EXPECT_LT(prototype_error(net, shot, bank, o).max().item<double>(), 1e-4 * error.max().item<double>());
+}
+
+// --- 4b. half precision never gives NaN: the score maths run in float32 ---------------------
+
+TEST(HalfPrecision, LpipsNormalisationOfAnAllZeroPositionIsZeroNotNaN) {
+  // A ReLU tap with one position where every channel is 0, in float16 and bfloat16.
+  for (const auto dtype : {torch::kHalf, torch::kBFloat16}) {
+    torch::Tensor tap = torch::rand({1, 64, 2, 2}).to(dtype);
+    tap.select(2, 0).select(2, 1).zero_();
+    const torch::Tensor f = unit_normalize(tap);
+    EXPECT_EQ(f.scalar_type(), torch::kFloat);
+    EXPECT_TRUE(torch::isfinite(f).all().item<bool>()) << c10::toString(dtype);
+    EXPECT_EQ(f[0].select(1, 0).select(1, 1).abs().sum().item<double>(), 0.0);
+    EXPECT_NEAR(f[0].select(1, 1).select(1, 1).pow(2).sum().item<double>(), 1.0, 1e-5);  // unit length elsewhere
+  }
+}
+
+TEST(HalfPrecision, NearestNeighbourDistanceKeepsItsDigitsForBfloat16Features) {
+  // Feature vectors of norm ~100, as EfficientNet's are: in bfloat16, ‖a‖² + ‖b‖² − 2ab of a vector
+  // and itself cancels ~10⁴ with 8 mantissa bits (errors ~40); in float32 it is ~0.
+  torch::manual_seed(4);
+  const torch::Tensor features = (torch::randn({1, 256, 4, 4}) * 6.0).to(torch::kBFloat16);
+  const torch::Tensor bank = features[0].reshape({256, 16}).t().contiguous();  // the shot's own vectors
+  const torch::Tensor error = prototype_error_map(features, bank);
+  EXPECT_EQ(error.scalar_type(), torch::kFloat);
+  const double norm_sq = features.to(torch::kFloat).pow(2).sum(1).mean().item<double>();
+  EXPECT_GT(norm_sq, 5000.0);
+  EXPECT_LT(error.max().item<double>(), 1e-4 * norm_sq) << "distance of a vector to itself";
 }
 
 // --- 5. determinism with the real inpainter --------------------------------------------------

@@ -79,8 +79,17 @@ TEST(Demo, QuickRunEndToEndBeatsChance) {
     EXPECT_TRUE(std::isfinite(m.image_auroc) && std::isfinite(m.pixel_auroc) && std::isfinite(m.pixel_pro)) << r.method;
   }
   const ClassResult full = s.table[0].mean();
-  EXPECT_GT(full.pixel_auroc, 0.70) << "full method, pixel AUROC";
+  ASSERT_EQ(s.table.back().method, "Baseline: distance to the mean training image");
+  const ClassResult baseline = s.table.back().mean();
+  // What the README claims of the demo, at CI's reduced scale: the full method clearly above the
+  // mean-image baseline at the pixel level. Thresholds from the quick run on this 2-core Xeon
+  // (`ctest -R Demo.QuickRun`, seeded): full QUICK_FULL_PIXEL pixel AUROC vs the baseline's
+  // QUICK_BASE_PIXEL; the margins leave room for another CPU's last bits, not for a broken method.
+  EXPECT_GT(full.pixel_auroc, baseline.pixel_auroc + 0.05) << "full method vs mean-image baseline, pixel AUROC";
+  EXPECT_GT(full.pixel_auroc, 0.75) << "full method, pixel AUROC";
   EXPECT_GT(full.image_auroc, 0.55) << "full method, image AUROC";
+  std::printf("quick demo: full method image/pixel AUROC %.3f / %.3f; mean-image baseline %.3f / %.3f\n", full.image_auroc,
+              full.pixel_auroc, baseline.image_auroc, baseline.pixel_auroc);
   const nlohmann::json j = read_json_file((fs::path(o.output) / "metrics.json").string());
   EXPECT_EQ(j["settings"].size(), 6u);
   // The bootstrap is cached for the next run.

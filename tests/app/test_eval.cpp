@@ -68,8 +68,9 @@ TEST(Eval, EndToEndResumeAndShards) {
   const EvalSummary full = run_eval(f.options("full"));
   EXPECT_EQ(full.images, 12);
   EXPECT_EQ(full.computed, 12);
-  // masks per image: 1 + 4 + prototype (one batch of ≤ 8) × ⌊10 · 0.4⌋ steps, when the prototype mask is not empty
-  EXPECT_GE(full.unet_calls, 12 * 4);
+  // UNet calls = images × ⌈masks / mask_batch⌉ × steps run: 1 + 4 grid masks + the prototype
+  // mask = 6 ≤ 8 (one batch), ⌊10 · 0.4⌋ = 4 steps.
+  EXPECT_EQ(full.unet_calls, 12 * 1 * 4);
   const fs::path out = f.tmp.path() / "full";
   for (const char* file : {"run.json", "shots.json", "scores.csv", "metrics.json", "metrics.csv", "table.md", "report.html", "report.png"})
     EXPECT_TRUE(fs::is_regular_file(out / file)) << file;
@@ -98,10 +99,32 @@ TEST(Eval, EndToEndResumeAndShards) {
   EXPECT_EQ(resumed.resumed, 10);
   expect_same_metrics(resumed.results, full.results);
 
-  // Another config in the same folder: refused, unless --overwrite.
-  EvalOptions other = f.options("full");
-  other.overrides.push_back("inference.alpha=0.2");
-  EXPECT_THROW(run_eval(other), InputError);
+  // Another config in the same folder: refused, unless --overwrite; so is another numeric setup
+  // (mask batch, CPU GEMM, dtype), which changes the maps' last bits. The message names it.
+  auto refusal = [&](const std::string& override_) {
+    EvalOptions other = f.options("full");
+    other.overrides.push_back(override_);
+    try {
+      run_eval(other);
+    } catch (const InputError& e) {
+      return std::string(e.what());
+    }
+    return std::string("(not refused)");
+  };
+  EXPECT_NE(refusal("inference.alpha=0.2").find("'alpha: 0.2"), std::string::npos) << refusal("inference.alpha=0.2");
+  EXPECT_NE(refusal("inference.mask_batch=4").find("'mask_batch: 4"), std::string::npos) << refusal("inference.mask_batch=4");
+  EXPECT_NE(refusal("dtype=bfloat16").find("dtype=bfloat16"), std::string::npos) << refusal("dtype=bfloat16");
+  const nlohmann::json run = read_json_file((out / "run.json").string());
+  const std::string setup = run["identity"]["config"]["numeric_setup"];
+  EXPECT_NE(setup.find("device=cpu dtype=float32"), std::string::npos) << setup;
+  const bool blas = setup.find("cpu_gemm=BLAS") != std::string::npos;
+  EXPECT_TRUE(blas || setup.find("cpu_gemm=oneDNN") != std::string::npos) << setup;
+  const std::string flipped = refusal(std::string("cpu_gemm=") + (blas ? "onednn" : "blas"));
+  EXPECT_NE(flipped.find("numeric setup"), std::string::npos) << flipped;
+  // The thread count only changes speed: a resume with another one is accepted.
+  EvalOptions threads = f.options("full");
+  threads.overrides.push_back("threads=2");
+  EXPECT_EQ(run_eval(threads).computed, 0);
 
   // Two shards, merged: the unsharded metrics, exactly.
   EvalOptions s0 = f.options("shard0"), s1 = f.options("shard1");
@@ -167,6 +190,58 @@ TEST(Eval, ShotsFileIsUsedAndCheckedAndLimitKeepsBothLabels) {
   } catch (const FormatError& e) {
     EXPECT_NE(std::string(e.what()).find("is a test image"), std::string::npos) << e.what();
   }
+}
+
+TEST(Eval, UnetCallsAreExactlyImagesTimesMaskBatchesTimesSteps) {
+  ANOMALYSD_REQUIRE_FIXTURES(fixtures);
+  EvalFixture f(fixtures);
+  // The paper's masks: 𝒦 = {1, 2, 4, 8} (85) + the prototype mask = 86 in ⌈86/8⌉ = 11 batches;
+  // grid2x2 packing: 1 + 4 + 4 + 4 + 1 = 14 masks in 2 batches. 4 images (2 per class), 4 steps.
+  EvalOptions paper = f.options("paper");
+  paper.limit_per_class = 2;
+  paper.overrides.push_back("inference.scales=[1,2,4,8]");
+  const EvalSummary p = run_eval(paper);
+  EXPECT_EQ(p.computed, 4);
+  EXPECT_EQ(p.unet_calls, 4 * 11 * 4);
+  EvalOptions packed = f.options("packed");
+  packed.limit_per_class = 2;
+  packed.overrides.push_back("inference.scales=[1,2,4,8]");
+  packed.overrides.push_back("inference.mask_packing=grid2x2");
+  EXPECT_EQ(run_eval(packed).unet_calls, 4 * 2 * 4);
+  // A resume computes nothing: 0 calls.
+  const EvalSummary again = run_eval(paper);
+  EXPECT_EQ(again.computed, 0);
+  EXPECT_EQ(again.unet_calls, 0);
+}
+
+TEST(Eval, Bfloat16RunsEndToEndOnTheCpuWithFiniteMapsCloseToFloat32) {
+  ANOMALYSD_REQUIRE_FIXTURES(fixtures);
+  EvalFixture f(fixtures);
+  // dtype bfloat16: the UNet, VAE and text encoder in bfloat16; LPIPS, EfficientNet, the nearest-
+  // neighbour search and the score maths in float32 (MethodRunner).
+  EvalOptions fp32 = f.options("fp32"), bf16 = f.options("bf16");
+  fp32.limit_per_class = bf16.limit_per_class = 3;
+  bf16.overrides.push_back("dtype=bfloat16");
+  const EvalSummary a = run_eval(fp32), b = run_eval(bf16);
+  ASSERT_EQ(b.computed, 6);
+  double worst = 0, largest = 0;
+  for (const auto& e : fs::recursive_directory_iterator(f.tmp.path() / "bf16/maps")) {
+    if (!e.is_regular_file()) continue;
+    const fs::path rel = fs::relative(e.path(), f.tmp.path() / "bf16/maps");
+    const cv::Mat mb = read_anomaly_map(e.path().string()), ma = read_anomaly_map((f.tmp.path() / "fp32/maps" / rel).string());
+    ASSERT_TRUE(cv::checkRange(mb)) << rel << ": NaN or Inf in the bfloat16 map";
+    double lo = 0, hi = 0;
+    cv::minMaxLoc(ma, &lo, &hi);
+    largest = std::max(largest, hi);
+    worst = std::max(worst, cv::norm(ma, mb, cv::NORM_INF) / hi);
+  }
+  // bfloat16 keeps 8 significant bits (relative rounding 2^-9 ≈ 0.2 %) at every UNet layer, step and
+  // decode, so the inpaintings differ by a few grey levels, and D, a squared feature difference,
+  // by more: measured 4 % of the map's largest value here (2-core Xeon, LibTorch 1.13); 10 % leaves
+  // room for another CPU's bfloat16 kernels while a NaN, a float16 overflow or a wrong cast fails.
+  EXPECT_LT(worst, 0.10) << "largest relative difference of a bfloat16 map to its float32 map";
+  EXPECT_GT(largest, 0.0);
+  std::printf("bfloat16 vs float32 maps: largest difference %.3f of the map's maximum\n", worst);
 }
 
 TEST(Eval, BadInputsNameTheFile) {
@@ -236,26 +311,54 @@ TEST(Eval, KilledAtRandomMomentsLosesAtMostTheImageInFlight) {
   std::string args = "--log-level warn eval --dataset folder --root " + f.data.string() + " --model " + f.model + " --shots 1 --output " +
                      (f.tmp.path() / "killed").string();
   for (const auto& o : f.overrides) args += " --set " + o;
+  // Each kill lands after the N-th map of the run has appeared (N one or two past the maps
+  // already there), so that it falls mid-run: some maps written, the run not finished.
+  const fs::path maps = f.tmp.path() / "killed/maps";
+  auto maps_written = [&] {
+    int n = 0;
+    if (fs::is_directory(maps))
+      for (const auto& e : fs::recursive_directory_iterator(maps))
+        if (e.is_regular_file() && e.path().extension() == ".tiff") ++n;
+    return n;
+  };
   std::mt19937_64 rng(11);
+  int mid_run_kills = 0;
   for (int attempt = 0; attempt < 5; ++attempt) {
+    const int target = maps_written() + 1 + static_cast<int>(rng() % 2);
     const pid_t pid = fork();
     ASSERT_GE(pid, 0);
     if (pid == 0) {
       execl("/bin/sh", "sh", "-c", (std::string("exec ") + ANOMALYSD_CLI + " " + args + " > /dev/null 2>&1").c_str(), nullptr);
       _exit(127);
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(200 + rng() % 1200));
-    kill(pid, SIGKILL);
     int status = 0;
-    waitpid(pid, &status, 0);
+    bool exited = false;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+    while (maps_written() < target && std::chrono::steady_clock::now() < deadline) {
+      if (waitpid(pid, &status, WNOHANG) == pid) {
+        exited = true;
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    // A random moment within the next image: between two files, inside a write, or in the UNet.
+    std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 40));
+    if (!exited) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+    }
+    const bool killed = !exited && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+    if (killed && maps_written() >= 1 && maps_written() < 12 && !fs::exists(f.tmp.path() / "killed/metrics.json")) ++mid_run_kills;
     // Every map that exists is whole; the scores file parses.
-    const fs::path maps = f.tmp.path() / "killed/maps";
     if (fs::is_directory(maps))
       for (const auto& e : fs::recursive_directory_iterator(maps))
         if (e.is_regular_file()) EXPECT_NO_THROW(read_anomaly_map(e.path().string())) << e.path();
     if (fs::is_regular_file(f.tmp.path() / "killed/scores.csv"))
       EXPECT_NO_THROW(read_scores_csv((f.tmp.path() / "killed/scores.csv").string()));
   }
+  // The kills landed mid-run (maps written, the run unfinished), not before the start or after the end.
+  EXPECT_GE(mid_run_kills, 4);
+  EXPECT_LT(maps_written(), 12);
   const EvalSummary finished = run_eval(f.options("killed"));
   expect_same_metrics(finished.results, whole.results);
   // Only complete files under the final names: no temporary file is left behind.

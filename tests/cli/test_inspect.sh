@@ -3,7 +3,8 @@
 # on truncated, garbled and missing files.
 set -u
 bin=$1
-fixtures=${2:-}
+# $ANOMALYSD_FIXTURES set by the user wins over the configure-time default.
+fixtures=${ANOMALYSD_FIXTURES:-${2:-}}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 failures=0
@@ -47,6 +48,8 @@ if [ -n "$fixtures" ] && [ -d "$fixtures" ]; then
   echo "$out" | grep -qE '^conv_in.weight +F32 +\[32, 9, 3, 3\] +10368$' || fail "fixture: conv_in.weight row"
   head -c 100000 "$f" > "$tmp/unet_cut.safetensors"
   check_bad "$tmp/unet_cut.safetensors" "run past the end of the data section"
+elif [ "${CI:-}" = true ]; then
+  fail "parity fixtures not found at '$fixtures' and CI=true: they must be present in CI"
 else
   echo "note: parity fixtures not found at '$fixtures'; fixture part skipped"
 fi

@@ -1,6 +1,6 @@
 // The YAML config loader with --set overrides: the input is a config file, then (after a line
 // "---set---") one override per line; the whole config is bound and printed.
-#include "anomalysd/app_config.h"
+#include "anomalysd/core/app_config.h"
 #include "anomalysd/io/config.h"
 #include "anomalysd/io/errors.h"
 #include "fuzz_support.h"

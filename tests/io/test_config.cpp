@@ -1,8 +1,14 @@
 // Config binding: defaults, overrides, and errors that name file:line:col or the --set that
 // supplied the bad value.
+#include <cstdlib>
+#include <filesystem>
+#include <set>
+
 #include <gtest/gtest.h>
 
-#include "anomalysd/app_config.h"
+#include "anomalysd/core/app_config.h"
+#include "anomalysd/data/prompts.h"
+#include "anomalysd/models/cpu_gemm.h"
 #include "anomalysd/io/config.h"
 #include "anomalysd/io/errors.h"
 #include "test_support.h"
@@ -42,6 +48,14 @@ TEST(Config, ShippedConfigsAreValid) {
   EXPECT_DOUBLE_EQ(mvtec.inference.strength_for("screw"), 0.4);
   EXPECT_EQ(resolve_config_path(mvtec, mvtec.prompts.at(0)).find("prompts/mvtec.yaml") != std::string::npos, true);
   EXPECT_EQ(load_app_config(dir + "visa.yaml").inference.class_strength.size(), 12u);
+  // §5.1's training length, in its own unit: epochs (steps 0 = not set).
+  for (const char* f : {"default.yaml", "mvtec.yaml", "visa.yaml"}) {
+    const AppConfig t = load_app_config(dir + f);
+    EXPECT_EQ(t.train.unet_epochs, 4000) << f;
+    EXPECT_EQ(t.train.decoder_epochs, 200) << f;
+    EXPECT_EQ(t.train.unet_steps, 0) << f;
+    EXPECT_EQ(t.train.decoder_steps, 0) << f;
+  }
   const AppConfig fast = load_app_config(dir + "fast.yaml");
   EXPECT_EQ(fast.inference.mask_packing, "grid2x2");
   EXPECT_EQ(fast.inference.steps, 20);
@@ -206,6 +220,119 @@ TEST(Config, InvalidUtf8IsAnErrorNotATruncatedConfig) {
   EXPECT_EQ(config_error("seed: 1\n", bind, {"prompts=[\xc3\x28]"}), "--set prompts=[\xc3\x28]: invalid UTF-8 in the override");
   // Well-formed multi-byte text is fine.
   EXPECT_EQ(config_error("prompts: [\"caf\xc3\xa9.yaml\"]\n", bind), "");
+}
+
+}  // namespace
+}  // namespace anomalysd
+
+namespace anomalysd {
+namespace {
+
+namespace fs = std::filesystem;
+
+const std::vector<std::string> kMvtecClasses = {"bottle", "cable",  "capsule", "carpet",     "grid",       "hazelnut", "leather", "metal_nut",
+                                                "pill",   "screw",  "tile",    "toothbrush", "transistor", "wood",     "zipper"};
+const std::vector<std::string> kVisaClasses = {"candle", "capsules", "cashew", "chewinggum", "fryum", "macaroni1",
+                                               "macaroni2", "pcb1", "pcb2", "pcb3", "pcb4", "pipe_fryum"};
+
+TEST(ShippedFiles, EveryConfigLoadsRoundTripsAndItsPromptFilesExist) {
+  int configs = 0;
+  for (const auto& e : fs::directory_iterator(fs::path(ANOMALYSD_SOURCE_DIR) / "configs")) {
+    if (e.path().extension() != ".yaml") continue;
+    SCOPED_TRACE(e.path().string());
+    ++configs;
+    AppConfig c;
+    ASSERT_NO_THROW(c = load_app_config(e.path().string()));
+    // Every key bound (an unknown one would have thrown), and the resolved config reads back the same.
+    ConfigSource again = parse_config_text(c.to_yaml(), "resolved.yaml");
+    EXPECT_EQ(AppConfig::from_source(again).to_yaml(), c.to_yaml());
+    for (const auto& p : c.prompts) {
+      const std::string resolved = resolve_config_path(c, p);
+      EXPECT_TRUE(fs::is_regular_file(resolved)) << p << " -> " << resolved;
+      EXPECT_NO_THROW(PromptBook::load({resolved}));
+    }
+  }
+  EXPECT_EQ(configs, 5);  // default, demo, fast, mvtec, visa: a new file is loaded here too
+}
+
+TEST(ShippedFiles, PromptFilesHoldEveryClassOfTheirBenchmark) {
+  const fs::path dir = fs::path(ANOMALYSD_SOURCE_DIR) / "prompts";
+  for (const auto& [file, classes] : std::vector<std::pair<std::string, std::vector<std::string>>>{{"mvtec.yaml", kMvtecClasses},
+                                                                                                   {"visa.yaml", kVisaClasses}}) {
+    const PromptBook book = PromptBook::load({(dir / file).string()});
+    EXPECT_EQ(book.size(), classes.size()) << file;
+    for (const auto& cls : classes) {
+      SCOPED_TRACE(file + ": " + cls);
+      ASSERT_TRUE(book.has(cls));
+      const ClassPrompts p = book.for_class(cls);
+      // 𝒯_c¹ of §4.1, "A perfect [c]." with [c] in words (VisA's pcb1 is "printed circuit board")
+      EXPECT_EQ(p.coarse.rfind("A perfect ", 0), 0u) << p.coarse;
+      EXPECT_EQ(p.coarse.back(), '.') << p.coarse;
+      EXPECT_GE(p.detailed.size(), 1u);                                    // 𝒯_c²
+      EXPECT_TRUE(p.foreground == "object" || p.foreground == "texture") << p.foreground;
+      EXPECT_EQ(p.source, (dir / file).string());
+    }
+  }
+  // The textures of MVTec-AD are the five of the paper's texture group.
+  const PromptBook mvtec = PromptBook::load({(dir / "mvtec.yaml").string()});
+  std::set<std::string> textures;
+  for (const auto& cls : kMvtecClasses)
+    if (mvtec.for_class(cls).foreground == "texture") textures.insert(cls);
+  EXPECT_EQ(textures, (std::set<std::string>{"carpet", "grid", "leather", "tile", "wood"}));
+}
+
+TEST(PromptBook, AllIsCoarseThenDetailedFallbackUnknownClassAndOverrides) {
+  test::TempDir tmp;
+  test::write_bytes(tmp.file("a.yaml"),
+                    "metal_nut:\n  coarse: \"A perfect metal nut.\"\n  detailed: [\"d1\", \"d2\"]\n  foreground: object\n"
+                    "wood:\n  detailed: [\"grain\"]\n  foreground: texture\n");
+  test::write_bytes(tmp.file("b.yaml"), "wood:\n  coarse: \"Wood.\"\n");
+  const PromptBook a = PromptBook::load({tmp.file("a.yaml")});
+  // What inference averages (§4.2) and fine-tuning draws from: coarse first, then the detailed ones.
+  EXPECT_EQ(a.for_class("metal_nut").all(), (std::vector<std::string>{"A perfect metal nut.", "d1", "d2"}));
+  EXPECT_EQ(a.for_class("metal_nut").foreground, "object");
+  // A missing coarse prompt is "A perfect [c]." from the readable class name.
+  EXPECT_EQ(a.for_class("wood").all(), (std::vector<std::string>{"A perfect wood.", "grain"}));
+  EXPECT_EQ(a.for_class("wood").foreground, "texture");
+  // An unknown class: the fallback, with no foreground kind (fine-tuning then uses `object`).
+  const ClassPrompts unknown = a.for_class("pipe_fryum");
+  EXPECT_EQ(unknown.all(), (std::vector<std::string>{"A perfect pipe fryum."}));
+  EXPECT_EQ(unknown.source, "fallback");
+  EXPECT_EQ(unknown.foreground, "");
+  EXPECT_FALSE(a.has("pipe_fryum"));
+  // Later files replace a class as a whole.
+  const PromptBook ab = PromptBook::load({tmp.file("a.yaml"), tmp.file("b.yaml")});
+  EXPECT_EQ(ab.for_class("wood").all(), (std::vector<std::string>{"Wood."}));
+  EXPECT_EQ(ab.for_class("wood").source, tmp.file("b.yaml"));
+  EXPECT_EQ(ab.for_class("metal_nut").detailed.size(), 2u);
+  // A foreground kind that is not object/texture: an error naming the key and file.
+  test::write_bytes(tmp.file("bad.yaml"), "screw:\n  foreground: metal\n");
+  try {
+    PromptBook::load({tmp.file("bad.yaml")});
+    FAIL() << "expected an error";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("screw.foreground"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("bad.yaml"), std::string::npos) << e.what();
+  }
+}
+
+TEST(TestSetup, FixturesFolderFromTheEnvironmentWinsAndTheCacheIsTheBuildTrees) {
+  const char* before = std::getenv("ANOMALYSD_FIXTURES");
+  const std::string saved = before ? before : "";
+  test::TempDir tmp;
+  ::setenv("ANOMALYSD_FIXTURES", tmp.path().c_str(), 1);
+  EXPECT_EQ(test::fixtures_dir(), tmp.path());
+  // Set but missing: missing (skipped, or failed under CI), never the compiled-in default.
+  ::setenv("ANOMALYSD_FIXTURES", (tmp.path() / "nope").c_str(), 1);
+  EXPECT_EQ(test::fixtures_dir(), std::nullopt);
+  if (before)
+    ::setenv("ANOMALYSD_FIXTURES", saved.c_str(), 1);
+  else
+    ::unsetenv("ANOMALYSD_FIXTURES");
+  // Hermetic: the GEMM-choice cache of every test process is in the build tree.
+  EXPECT_EQ(fs::path(gemm_cache_path()).parent_path(), test::test_cache_dir());
+  const char* home = std::getenv("HOME");
+  if (home) EXPECT_EQ(gemm_cache_path().find(std::string(home) + "/.cache"), std::string::npos);
 }
 
 }  // namespace

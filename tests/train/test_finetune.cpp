@@ -3,6 +3,7 @@
 // loss decreases, a resumed run equals an uninterrupted one bit for bit, a killed run never leaves
 // a checkpoint that loads half, and the result runs in `infer`.
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -13,6 +14,7 @@
 #include <thread>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 #include <torch/torch.h>
@@ -22,12 +24,17 @@
 #include "anomalysd/app/infer.h"
 #include "anomalysd/io/errors.h"
 #include "anomalysd/io/json_file.h"
+#include "anomalysd/core/app_config.h"
+#include "anomalysd/io/safetensors.h"
+#include "anomalysd/io/tensor_io.h"
+#include "anomalysd/models/alexnet_lpips.h"
 #include "anomalysd/models/sd_pipeline.h"
 #include "anomalysd/train/checkpoint.h"
 #include "anomalysd/train/losses.h"
 #include "anomalysd/train/optim.h"
 #include "anomalysd/train/training_data.h"
 #include "app/app_fixtures.h"
+#include "models/parity.h"
 #include "test_support.h"
 
 namespace anomalysd {
@@ -102,6 +109,55 @@ TEST(Augment, SeededIdentityAndGeometry) {
   bright.applied = true;
   bright.brightness = 0.1;
   EXPECT_NEAR((augment_photometric(x, bright) - x).mean().item<double>(), 0.1, 0.02);
+}
+
+// --- the losses against the reference libraries (tests/train/data/make_loss_reference.py) -----
+
+// The reference's fixed inputs and values: diffusers 0.27.2 + torch 1.13 on the tiny pipeline.
+std::map<std::string, torch::Tensor> loss_reference() {
+  return load_all(std::string(ANOMALYSD_SOURCE_DIR) + "/tests/train/data/loss_reference.safetensors");
+}
+
+// The tiny pipeline with another prediction type in its scheduler config.
+fs::path pipeline_with_prediction(const fs::path& fixtures, const fs::path& dir, const std::string& prediction) {
+  fs::copy(fixtures / "pipeline_sd2_inpaint_tiny", dir, fs::copy_options::recursive);
+  const fs::path cfg = dir / "scheduler/scheduler_config.json";
+  fs::permissions(cfg, fs::perms::owner_write, fs::perm_options::add);
+  nlohmann::json j = read_json_file(cfg.string());
+  j["prediction_type"] = prediction;
+  test::write_bytes(cfg.string(), j.dump());
+  return dir;
+}
+
+TEST(Losses, UnetLossEq8MatchesDiffusersForEpsilonAndVPrediction) {
+  ANOMALYSD_REQUIRE_FIXTURES(fixtures);
+  const auto ref = loss_reference();
+  test::TempDir tmp;
+  for (const std::string prediction : {"epsilon", "v_prediction"}) {
+    SdPipeline pipe = load_sd_pipeline(pipeline_with_prediction(fixtures, tmp.path() / prediction, prediction).string());
+    torch::NoGradGuard no_grad;
+    const torch::Tensor loss = unet_loss(pipe, ref.at("images"), ref.at("masks"), ref.at("context"), ref.at("timesteps"), ref.at("noise"));
+    EXPECT_TRUE(test::close_to_reference(loss.reshape({1}), ref.at("unet_loss." + prediction), "unet_loss." + prediction, 1e-5))
+        << loss.item<double>() << " vs " << ref.at("unet_loss." + prediction).item<double>();
+  }
+}
+
+TEST(Losses, DecoderLossEq9To10IsMseOnMinusOneToOnePlusBetaLpips) {
+  ANOMALYSD_REQUIRE_FIXTURES(fixtures);
+  const auto ref = loss_reference();
+  SdPipeline pipe = load_sd_pipeline((fixtures / "pipeline_sd2_inpaint_tiny").string());
+  test::TempDir tmp;
+  const std::string trunk = tmp.file("alexnet.safetensors");
+  save_safetensors(trunk, test::rebuild_state(fixtures / "alexnet_lpips/features_bias.safetensors", fixtures / "alexnet_lpips/hashed_weights.json"));
+  Lpips lpips = load_lpips(trunk, (fixtures / "alexnet_lpips/lpips_lin_v0.1.safetensors").string());
+  torch::NoGradGuard no_grad;
+  // β = 0.1 is the paper's (§5.1) and the config's default.
+  EXPECT_DOUBLE_EQ(TrainConfig().decoder_lpips_weight, 0.1);
+  const DecoderLoss d = decoder_loss(pipe, lpips, ref.at("images"), 0.1);
+  // MSE on [−1, 1], the VAE's own range: on [0, 1] it would be 4× smaller.
+  EXPECT_TRUE(test::close_to_reference(d.mse.reshape({1}), ref.at("decoder.mse"), "decoder.mse", 1e-5)) << d.mse.item<double>();
+  EXPECT_TRUE(test::close_to_reference(d.lpips.reshape({1}), ref.at("decoder.lpips"), "decoder.lpips", 1e-5)) << d.lpips.item<double>();
+  EXPECT_TRUE(test::close_to_reference(d.total.reshape({1}), ref.at("decoder.total_beta0.1"), "decoder.total", 1e-5)) << d.total.item<double>();
 }
 
 TEST(Optim, AdamMatchesLibTorchsAdam) {
@@ -285,6 +341,60 @@ TEST(Finetune, ResumedRunEqualsUninterruptedBitForBit) {
   EXPECT_THROW(run_finetune(f.with_output("whole")), InputError);
 }
 
+TEST(Finetune, ResumeWithALargerLengthContinuesAFinishedRunToTheLongerRunsModel) {
+  ANOMALYSD_REQUIRE_FIXTURES(fixtures);
+  FinetuneFixture f(fixtures);
+  // The longer run, uninterrupted: 20 UNet steps, then 6 decoder steps.
+  FinetuneOptions longer = f.with_output("longer");
+  longer.overrides.push_back("train.unet_steps=20");
+  longer.overrides.push_back("train.decoder_steps=6");
+  ASSERT_TRUE(run_finetune(longer).finished);
+  // The fixture's 12 + 4 steps, finished; then --resume with the longer length: the UNet part
+  // continues from its kept optimizer and EMA state (saved with the decoder's checkpoints), then
+  // the decoder's. Each part's samples are a function of its step index: the same model, bit for bit.
+  ASSERT_TRUE(run_finetune(f.with_output("grown")).finished);
+  FinetuneOptions grown = f.with_output("grown");
+  grown.resume = true;
+  grown.overrides.push_back("train.unet_steps=20");
+  grown.overrides.push_back("train.decoder_steps=6");
+  const FinetuneSummary s = run_finetune(grown);
+  EXPECT_TRUE(s.finished);
+  EXPECT_EQ(s.start_step, 16);
+  EXPECT_EQ(s.steps_run, 10);
+  for (const char* file : {"model/unet/diffusion_pytorch_model.safetensors", "model/vae/diffusion_pytorch_model.safetensors"})
+    EXPECT_TRUE(same_file(f.tmp.path() / "longer" / file, f.tmp.path() / "grown" / file)) << file;
+  // What would change what was trained is refused, naming the rule; so is a shorter length.
+  FinetuneOptions other_lr = grown;
+  other_lr.overrides.push_back("train.lr=2e-4");
+  try {
+    run_finetune(other_lr);
+    FAIL() << "expected a refusal";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("only the training length may change"), std::string::npos) << e.what();
+  }
+  FinetuneOptions shorter = f.with_output("grown");
+  shorter.resume = true;
+  shorter.overrides.push_back("train.unet_steps=10");
+  EXPECT_THROW(run_finetune(shorter), InputError);
+}
+
+TEST(Finetune, EpochsAreThePapersUnitAndGiveTheStepCount) {
+  ANOMALYSD_REQUIRE_FIXTURES(fixtures);
+  FinetuneFixture f(fixtures);
+  // 2 classes × 2 shots = 4 images, batch 2: 3 epochs = 6 UNet steps, 1 epoch = 2 decoder steps.
+  FinetuneOptions o = f.with_output("epochs");
+  for (const char* k : {"train.unet_steps=0", "train.decoder_steps=0", "train.unet_epochs=3", "train.decoder_epochs=1", "train.save_every=0"})
+    o.overrides.push_back(k);
+  const FinetuneSummary s = run_finetune(o);
+  EXPECT_EQ(s.unet_steps, 6);
+  EXPECT_EQ(s.decoder_steps, 2);
+  // Steps, when set, win over epochs.
+  FinetuneOptions steps = f.with_output("steps");
+  for (const char* k : {"train.unet_steps=3", "train.decoder_steps=0", "train.unet_epochs=3", "train.decoder_epochs=0", "train.save_every=0"})
+    steps.overrides.push_back(k);
+  EXPECT_EQ(run_finetune(steps).unet_steps, 3);
+}
+
 TEST(Finetune, KilledAtRandomMomentsNeverLeavesAHalfCheckpointAndResumesToTheSameModel) {
   ANOMALYSD_REQUIRE_FIXTURES(fixtures);
   FinetuneFixture f(fixtures);
@@ -292,18 +402,59 @@ TEST(Finetune, KilledAtRandomMomentsNeverLeavesAHalfCheckpointAndResumesToTheSam
   std::string args = "--log-level warn finetune --model " + f.base.model + " --dataset folder --root " + f.base.root +
                      " --shots 2 --output " + (f.tmp.path() / "killed").string() + " --resume";
   for (const auto& o : f.base.overrides) args += " --set " + o;
+  // Each kill lands after the N-th training step of the run has been logged (N one to four past
+  // the steps already done), so that it falls mid-run: checkpoints written, the run unfinished.
+  const fs::path log = f.tmp.path() / "killed/train_log.csv";
+  auto steps_logged = [&] {
+    std::ifstream in(log);
+    std::string line;
+    int n = -1;  // the header
+    while (std::getline(in, line)) ++n;
+    return std::max(n, 0);
+  };
+  auto checkpoints = [&] {
+    int n = 0;
+    if (fs::is_directory(f.tmp.path() / "killed/checkpoints"))
+      for (const auto& e : fs::directory_iterator(f.tmp.path() / "killed/checkpoints")) n += e.path().filename().string()[0] != '.';
+    return n;
+  };
   std::mt19937_64 rng(7);
+  int mid_run_kills = 0;
   for (int attempt = 0; attempt < 4; ++attempt) {
+    // The resumed run restarts at its newest checkpoint and rewrites the log from there (a new
+    // file): wait for the new file, then for the target step past the checkpoint.
+    const std::string newest = newest_checkpoint((f.tmp.path() / "killed").string());
+    const int resume_step = newest.empty() ? 0 : std::stoi(fs::path(newest).filename().string().substr(5));
+    const int target = resume_step + (attempt == 0 ? 5 : 1 + static_cast<int>(rng() % 5));
+    struct stat before{};
+    const ino_t old_inode = ::stat(log.c_str(), &before) == 0 ? before.st_ino : 0;
+    auto log_rewritten = [&] {
+      struct stat now{};
+      return ::stat(log.c_str(), &now) == 0 && now.st_ino != old_inode;
+    };
     const pid_t pid = fork();
     ASSERT_GE(pid, 0);
     if (pid == 0) {
       execl("/bin/sh", "sh", "-c", (std::string("exec ") + ANOMALYSD_CLI + " " + args + " > /dev/null 2>&1").c_str(), nullptr);
       _exit(127);
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(300 + rng() % 1500));
-    kill(pid, SIGKILL);
     int status = 0;
-    waitpid(pid, &status, 0);
+    bool exited = false;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+    while (!(log_rewritten() && steps_logged() >= target) && std::chrono::steady_clock::now() < deadline) {
+      if (waitpid(pid, &status, WNOHANG) == pid) {
+        exited = true;
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 30));  // inside the step or its checkpoint save
+    if (!exited) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+    }
+    const bool killed = !exited && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+    if (killed && steps_logged() >= 1 && !fs::exists(f.tmp.path() / "killed/model")) ++mid_run_kills;
     // Every checkpoint that exists loads completely.
     const fs::path dir = f.tmp.path() / "killed/checkpoints";
     if (!fs::is_directory(dir)) continue;
@@ -313,6 +464,10 @@ TEST(Finetune, KilledAtRandomMomentsNeverLeavesAHalfCheckpointAndResumesToTheSam
       EXPECT_NO_THROW(read_json_file((e.path() / "training_state.json").string())) << e.path();
     }
   }
+  // The kills landed mid-run (steps logged, no final model), and some after a checkpoint.
+  EXPECT_GE(mid_run_kills, 3);
+  EXPECT_GE(checkpoints(), 1);
+  EXPECT_FALSE(fs::exists(f.tmp.path() / "killed/model"));
   FinetuneOptions finish = f.with_output("killed");
   finish.resume = true;
   ASSERT_TRUE(run_finetune(finish).finished);

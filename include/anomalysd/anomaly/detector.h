@@ -8,6 +8,9 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <memory>
+#include <utility>
 #include <vector>
 
 #include <torch/torch.h>
@@ -31,6 +34,30 @@ struct DetectorSettings {
 // Eq. (16–17) for a batch of pairs: x, x̂ [M, 3, H, W] in [0, 1] -> D [M, 1, H, W].
 using DistanceFn = std::function<torch::Tensor(const torch::Tensor& x, const torch::Tensor& x_hat)>;
 
+// The distance D(x, x̂) of one test image x to many inpaintings x̂: what depends on x alone
+// (φ(x), the normalised AlexNet features of eq. 17) is computed once per image, in begin_image().
+class ImageDistance {
+ public:
+  virtual ~ImageDistance() = default;
+  // x [1, 3, H, W] in [0, 1], float32, on the device its inpaintings will come on.
+  virtual void begin_image(const torch::Tensor& x) = 0;
+  // x̂ [M, 3, H, W] in [0, 1] -> D [M, 1, H, W] float32, on x̂'s device.
+  virtual torch::Tensor distance(const torch::Tensor& x_hat) = 0;
+};
+
+// A DistanceFn as an ImageDistance (x expanded to the batch at every call): for tests and
+// distances without a per-image part.
+class PairDistance : public ImageDistance {
+ public:
+  explicit PairDistance(DistanceFn fn) : fn_(std::move(fn)) {}
+  void begin_image(const torch::Tensor& x) override { x_ = x; }
+  torch::Tensor distance(const torch::Tensor& x_hat) override;
+
+ private:
+  DistanceFn fn_;
+  torch::Tensor x_;
+};
+
 struct Detection {
   torch::Tensor map;                      // S_map after smoothing, [H, W] float32 (CPU)
   double score = 0;                       // S_I = max of the map
@@ -46,18 +73,24 @@ struct Detection {
 
 class AnomalyDetector {
  public:
+  AnomalyDetector(Inpainter& inpainter, std::shared_ptr<ImageDistance> distance, DetectorSettings settings);
   AnomalyDetector(Inpainter& inpainter, DistanceFn distance, DetectorSettings settings);
 
   // image [1, 3, H, W] in [0, 1]; `seed` fixes the start noise (derive it from the image's
   // identity: see noise_seed()); prototype_error = eq. (14)'s map [h, w], or undefined at 0 shots.
+  // The maps are computed on the device the inpainter returns x̂ on; only the results come back.
   Detection detect(const torch::Tensor& image, uint64_t seed, const torch::Tensor& prototype_error = {});
 
   const DetectorSettings& settings() const { return settings_; }
 
  private:
+  // The multi-scale masks of an image size: the same for every image of that size.
+  const MaskSet& grid_masks_for(int64_t height, int64_t width);
+
   Inpainter& inpainter_;
-  DistanceFn distance_;
+  std::shared_ptr<ImageDistance> distance_;
   DetectorSettings settings_;
+  std::map<std::pair<int64_t, int64_t>, MaskSet> mask_cache_;
 };
 
 // The start-noise seed of an image: a hash of the run's seed and the image's identity (e.g. a

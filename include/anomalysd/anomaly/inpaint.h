@@ -17,6 +17,8 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -74,6 +76,11 @@ struct InpaintResult {
 InpaintResult inpaint(SdPipeline& pipe, const torch::Tensor& image, const torch::Tensor& image_latent, const torch::Tensor& masks,
                       const torch::Tensor& noise, const PromptConditioning& conditioning, const InpaintSettings& settings);
 
+// Steps 3–5 with the UNet's conditioning [m↓; z°] already built ([M, 1 + Z, h, w], from
+// inpaint_condition()): what inpaint() runs after step 2.
+InpaintResult inpaint_from_condition(SdPipeline& pipe, const torch::Tensor& image_latent, const torch::Tensor& condition,
+                                     const torch::Tensor& noise, const PromptConditioning& conditioning, const InpaintSettings& settings);
+
 // Start noise ε of an image, [1, Z, h, w] float32 on the CPU: a pure function of the seed (which
 // callers derive from the run's seed and the image's identity), whatever the device or batch.
 torch::Tensor start_noise(uint64_t seed, int64_t channels, int64_t height, int64_t width);
@@ -91,6 +98,8 @@ class Inpainter {
   virtual int64_t alignment() const { return 1; }
   // UNet evaluations of a mask batch so far (0 for inpainters without a UNet).
   virtual int64_t unet_calls() const { return 0; }
+  // Where inpaint() returns its images (the detector keeps its maps there).
+  virtual torch::Device device() const { return torch::kCPU; }
 };
 
 // The Stable Diffusion inpainter: E(x) once per image, masks in batches of settings.mask_batch.
@@ -105,6 +114,9 @@ class SdInpainter : public Inpainter {
   torch::Tensor inpaint(const torch::Tensor& masks) override;
   int64_t alignment() const override { return vae_scale_factor(pipe_); }
   int64_t unet_calls() const override { return unet_calls_; }
+  torch::Device device() const override;
+  // VAE encodings of masked images so far (the full mask's z° is encoded once per size).
+  int64_t masked_encodes() const { return masked_encodes_; }
 
   // The final latents of the last inpaint() (for the parity tool).
   const torch::Tensor& last_latents() const { return last_latents_; }
@@ -114,7 +126,9 @@ class SdInpainter : public Inpainter {
   InpaintSettings settings_;
   PromptConditioning conditioning_;
   torch::Tensor image_, image_latent_, noise_, last_latents_;
-  int64_t unet_calls_ = 0;
+  // z° of the mask that covers the whole image: E(0)·sf, the same for every image of a size.
+  std::map<std::pair<int64_t, int64_t>, torch::Tensor> full_mask_latent_;
+  int64_t unet_calls_ = 0, masked_encodes_ = 0;
 };
 
 }  // namespace anomalysd

@@ -13,12 +13,12 @@
 #include <torch/torch.h>
 
 #include "anomalysd/anomaly/detector.h"
-#include "anomalysd/app_config.h"
+#include "anomalysd/core/app_config.h"
 #include "anomalysd/data/prompts.h"
 #include "anomalysd/models/alexnet_lpips.h"
 #include "anomalysd/models/efficientnet.h"
 #include "anomalysd/models/sd_pipeline.h"
-#include "anomalysd/runtime.h"
+#include "anomalysd/core/runtime.h"
 
 namespace anomalysd {
 

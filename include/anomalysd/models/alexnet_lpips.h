@@ -34,6 +34,12 @@ struct LpipsOutput {
   torch::Tensor value;                      // Σ_l spatial mean, [B, 1, 1, 1] (the LPIPS distance)
 };
 
+// φ̂ of images: the five taps unit-normalised over channels (float32), and the input size.
+struct LpipsFeatures {
+  std::array<torch::Tensor, 5> taps;
+  int64_t height = 0, width = 0;
+};
+
 struct LpipsImpl : torch::nn::Module {
   LpipsImpl();
   // Images in [-1, 1] (or [0, 1] with normalize = true).
@@ -42,11 +48,22 @@ struct LpipsImpl : torch::nn::Module {
   torch::Tensor distance_map(const torch::Tensor& x0, const torch::Tensor& x1, bool normalize = false);
   // The training loss (eq. 10): the LPIPS value per image, [B].
   torch::Tensor loss(const torch::Tensor& x0, const torch::Tensor& x1, bool normalize = false);
+  // φ̂(x) alone, computed once for a test image that is compared with many inpaintings.
+  LpipsFeatures features(const torch::Tensor& x, bool normalize = false);
+  // distance_map(x, x1) with φ̂(x) given (reference: features of one image, [1, …]), x1 [B, 3, H, W]
+  // -> [B, 1, H, W] float32.
+  torch::Tensor distance_map_from(const LpipsFeatures& reference, const torch::Tensor& x1, bool normalize = false);
+  // Layer l's w · (f0 − f1)², [B, 1, h, w] float32.
+  torch::Tensor weighted_difference(int layer, const torch::Tensor& f0, const torch::Tensor& f1);
 
   AlexNetFeatures net{nullptr};
   LpipsLin lin0{nullptr}, lin1{nullptr}, lin2{nullptr}, lin3{nullptr}, lin4{nullptr};
 };
 TORCH_MODULE(Lpips);
+
+// φ̂: each feature vector of a tap [B, C, h, w] divided by its norm over channels (+1e-10), in
+// float32 whatever the tap's dtype (an all-zero vector stays 0, never 0/0).
+torch::Tensor unit_normalize(const torch::Tensor& tap);
 
 // Loads the AlexNet trunk from `alexnet_weights` (torchvision names; `classifier.*` is ignored) and
 // the five lins from `lin_weights` (lin{0..4}.model.1.weight; lpips' duplicate `lins.N.*` ignored).

@@ -1,7 +1,8 @@
-#include "anomalysd/runtime.h"
+#include "anomalysd/core/runtime.h"
 
 
 #include <torch/torch.h>
+#include <torch/version.h>
 #include <spdlog/spdlog.h>
 
 #include "anomalysd/models/attention_kernels.h"
@@ -49,6 +50,19 @@ Runtime apply_runtime(const RuntimeConfig& config) {
   torch::manual_seed(static_cast<uint64_t>(rt.seed));
   spdlog::debug("runtime: device {}, dtype {}, {} threads, seed {}", rt.device.str(), config.dtype, rt.threads, rt.seed);
   return rt;
+}
+
+std::string numeric_setup(const RuntimeConfig& config) {
+  const bool cuda = config.device == "auto" ? torch::cuda::is_available() : torch::Device(config.device).is_cuda();
+  std::string gemm = "-";  // LibTorch's own kernels on CUDA
+  if (!cuda) {
+    const int threads = config.threads > 0 ? static_cast<int>(config.threads) : default_thread_count();
+    gemm = gemm_backend_name(choose_cpu_gemm(config.cpu_gemm, threads).backend);
+  }
+  std::string attention = config.attention;
+  if (attention == "auto") attention = sdpa_available() ? "auto=sdpa" : "auto=fused/chunked";
+  return std::string("device=") + (cuda ? "cuda" : "cpu") + " dtype=" + config.dtype + " cpu_gemm=" + gemm + " attention=" + attention +
+         " libtorch=" + TORCH_VERSION;
 }
 
 }  // namespace anomalysd

@@ -36,6 +36,12 @@ struct Runtime {
 // thread count, the CPU GEMM and attention kernel, and seeds its generators. Throws InputError naming the offending key.
 Runtime apply_runtime(const RuntimeConfig& config);
 
+// What, beyond the config's method keys, decides the last bits of every number a run computes:
+// the device type (auto resolved), dtype, the CPU GEMM actually chosen (auto resolved: measured
+// or cached on this machine), the attention kernel (auto resolved for this LibTorch) and the
+// LibTorch version. An eval's run hash includes it, so one table never mixes maps made two ways.
+std::string numeric_setup(const RuntimeConfig& config);
+
 c10::ScalarType parse_run_dtype(const std::string& name);  // float32 | float16 | bfloat16
 int default_thread_count();
 

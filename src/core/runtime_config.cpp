@@ -4,7 +4,7 @@
 #include <regex>
 #include <thread>
 
-#include "anomalysd/runtime.h"
+#include "anomalysd/core/runtime.h"
 
 namespace anomalysd {
 

@@ -1,4 +1,4 @@
-#include "anomalysd/app_config.h"
+#include "anomalysd/core/app_config.h"
 
 #include <filesystem>
 

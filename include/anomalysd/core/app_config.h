@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "anomalysd/runtime.h"
+#include "anomalysd/core/runtime.h"
 
 namespace anomalysd {
 
@@ -66,10 +66,12 @@ struct AugmentConfig {
 // `train:` — fine-tuning (§4.1, §5.1).
 struct TrainConfig {
   std::string parts = "both";        // none | decoder | unet | both (Table 3)
-  int64_t unet_steps = 4000;         // optimizer steps of the UNet stage
-  int64_t decoder_steps = 200;       // optimizer steps of the decoder stage
-  int64_t unet_epochs = 0;           // > 0: overrides unet_steps (epochs over the shots)
-  int64_t decoder_epochs = 0;        // > 0: overrides decoder_steps
+  // The length of each stage, as §5.1 gives it: epochs over the shots (1-shot MVTec-AD: 15 images,
+  // batch 8: 4000 epochs = 7,500 steps). Optimizer steps, when > 0, win over epochs.
+  int64_t unet_steps = 0;            // > 0: optimizer steps of the UNet stage (instead of epochs)
+  int64_t decoder_steps = 0;         // > 0: optimizer steps of the decoder stage
+  int64_t unet_epochs = 4000;        // epochs over the shots (paper §5.1)
+  int64_t decoder_epochs = 200;
   int64_t batch_size = 8;
   int64_t grad_accumulation = 1;
   double lr = 1e-4;

@@ -1,4 +1,4 @@
-#include "anomalysd/version.h"
+#include "anomalysd/core/version.h"
 
 #include <dlfcn.h>
 #include <link.h>
@@ -14,7 +14,7 @@
 #include "anomalysd/models/attention_kernels.h"
 #include "anomalysd/models/cpu_gemm.h"
 
-#include "anomalysd/runtime.h"
+#include "anomalysd/core/runtime.h"
 #include "anomalysd_version.h"  // generated: ANOMALYSD_VERSION
 
 namespace anomalysd {

@@ -1,0 +1,169 @@
+// `finetune`'s checkpoints: what a resume must agree on, atomic pipeline-folder checkpoints with
+// the optimizer state of every part, and the restore of a part's state on resume.
+#include <algorithm>
+#include <filesystem>
+#include <iomanip>
+#include <sstream>
+
+#include <spdlog/spdlog.h>
+
+#include "anomalysd/io/errors.h"
+#include "anomalysd/io/json_file.h"
+#include "anomalysd/train/checkpoint.h"
+#include "anomalysd/core/version.h"
+#include "app/finetune_internal.h"
+
+namespace anomalysd {
+
+namespace fs = std::filesystem;
+
+namespace finetune_detail {
+
+namespace {
+
+uint64_t fnv1a(const std::string& s) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+std::string hex(uint64_t v) {
+  std::ostringstream s;
+  s << std::hex << std::setw(16) << std::setfill('0') << v;
+  return s.str();
+}
+
+std::string stash_prefix(int part) { return std::string("done.") + part_name(part) + "."; }
+
+}  // namespace
+
+std::string training_identity(const AppConfig& c, const std::string& base, const nlohmann::json& shots, const std::string& dataset) {
+  TrainConfig t = c.train;
+  t.save_every = 0;
+  t.keep = 0;
+  t.log_every = 0;
+  // The length: the sample stream of a part is a function of the step index alone, so a longer
+  // run trains the very steps a shorter one did, then more.
+  t.unet_steps = t.decoder_steps = t.unet_epochs = t.decoder_epochs = 0;
+  AppConfig x;
+  x.train = t;
+  x.resolution = c.resolution;
+  x.prompts = c.prompts;
+  x.runtime.seed = c.runtime.seed;
+  x.runtime.dtype = c.runtime.dtype;
+  x.features = c.features;
+  const nlohmann::json id = {{"config", x.to_yaml()}, {"base", fs::absolute(base).lexically_normal().string()}, {"shots", shots}, {"dataset", dataset}};
+  return hex(fnv1a(json_compact(id)));
+}
+
+Progress checkpoint_progress(const nlohmann::json& info) {
+  Progress p;
+  if (info.contains("unet_done")) {
+    p.unet = info.value("unet_done", int64_t(0));
+    p.decoder = info.value("decoder_done", int64_t(0));
+  } else {  // written before per-part progress: the UNet's steps came first
+    const int64_t next = info.value("next_step", int64_t(0)), unet = info.value("unet_steps", int64_t(0));
+    p.unet = std::min(next, unet);
+    p.decoder = std::max<int64_t>(0, next - unet);
+  }
+  return p;
+}
+
+void Trainer::stash_part_state(int part) {
+  if (!adam_) return;
+  const std::string prefix = stash_prefix(part);
+  for (auto& [k, v] : adam_->state()) stashed_[prefix + "adam." + k] = v.detach().to(torch::kCPU).clone();
+  if (ema_) {
+    for (auto& [k, v] : ema_->state()) stashed_[prefix + k] = v.detach().to(torch::kCPU).clone();
+    for (const auto& p : adam_->params()) stashed_[prefix + "raw." + p.name] = p.tensor.detach().to(torch::kCPU).clone();
+  }
+  stashed_steps_[part_name(part)] = adam_->steps();
+}
+
+void Trainer::restore_part_state(int part) {
+  const std::string prefix = stash_prefix(part);
+  std::map<std::string, torch::Tensor> state, adam_state;
+  for (auto it = stashed_.begin(); it != stashed_.end();) {
+    if (it->first.rfind(prefix, 0) == 0) {
+      state[it->first.substr(prefix.size())] = it->second;
+      it = stashed_.erase(it);  // live again: the optimizer holds it now
+    } else {
+      ++it;
+    }
+  }
+  for (const auto& [k, v] : state)
+    if (k.rfind("adam.", 0) == 0) adam_state[k.substr(5)] = v;
+  if (adam_state.empty()) {
+    spdlog::warn("{}: holds no optimizer state of the {} part; Adam restarts from zero moments", resume_from_, part_name(part));
+    return;
+  }
+  adam_->load_state(adam_state, stashed_steps_.value(part_name(part), int64_t(0)));
+  if (ema_) {
+    ema_->load_state(state);
+    torch::NoGradGuard no_grad;
+    for (const auto& p : adam_->params()) {
+      const auto raw = state.find("raw." + p.name);
+      if (raw == state.end()) throw FormatError(resume_from_, "training state lacks the raw weight 'raw." + p.name + "' of the EMA run");
+      p.tensor.copy_(raw->second);
+    }
+  }
+  spdlog::info("restored the {} optimizer state at its step {}", part_name(part), part == kUnet ? done_.unet : done_.decoder);
+}
+
+void Trainer::save_checkpoint(int part) {
+  const fs::path dir = fs::path(o_.output) / "checkpoints";
+  fs::create_directories(dir);
+  const int64_t next_step = done_.total();
+  char name[32];
+  std::snprintf(name, sizeof name, "step-%07lld", static_cast<long long>(next_step));
+  std::map<std::string, torch::Tensor> state = stashed_;  // the parts left behind
+  if (adam_)
+    for (auto& [k, v] : adam_->state()) state["adam." + k] = v.detach().to(torch::kCPU).clone();
+  const auto params = adam_ ? adam_->params() : std::vector<NamedParameter>{};
+  if (ema_) {
+    for (auto& [k, v] : ema_->state()) state[k] = v.detach().to(torch::kCPU).clone();  // copies: swap_into changes the shadows
+    for (const auto& p : params) state["raw." + p.name] = p.tensor.detach().to(torch::kCPU).clone();  // a copy: the swap below changes p
+  }
+  if (state.empty()) state["none"] = torch::zeros({1});
+  const nlohmann::json info = {{"format", "anomalysd-training-state"}, {"next_step", next_step}, {"part", part_name(part)},
+                               {"adam_steps", adam_ ? adam_->steps() : 0}, {"stashed_adam_steps", stashed_steps_},
+                               {"train_hash", hash_}, {"unet_steps", unet_steps_}, {"decoder_steps", decoder_steps_},
+                               {"unet_done", done_.unet}, {"decoder_done", done_.decoder}, {"base", base_},
+                               {"loss_scale", loss_scale_}, {"good_steps", good_steps_},
+                               {"versions", {{"anomalysd", project_version()}, {"libtorch", libtorch_version()}}}};
+  PipelineWrite w;
+  w.base = base_;
+  w.target = (dir / name).string();
+  w.variant = o_.save_variant;
+  w.text_files = {{"shots.json", json_text(shots_json_)}, {"training_state.json", json_text(info)}};
+  w.tensor_files = {{"training_state.safetensors", state}};
+  if (ema_) ema_->swap_into(params);  // the folder holds the averaged weights
+  write_pipeline_folder(w, pipe_.unet, pipe_.vae);
+  if (ema_) ema_->swap_into(params);
+  // keep the newest `keep`
+  std::vector<std::string> all;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.is_directory() && e.path().filename().string().rfind("step-", 0) == 0) all.push_back(e.path().string());
+  std::sort(all.begin(), all.end());
+  for (std::size_t i = 0; i + static_cast<std::size_t>(config_.train.keep) < all.size(); ++i) fs::remove_all(all[i]);
+  write_loss_plot((fs::path(o_.output) / "loss.png").string(), log_);
+  spdlog::info("checkpoint: {}", w.target);
+}
+
+}  // namespace finetune_detail
+
+std::string newest_checkpoint(const std::string& output) {
+  const fs::path dir = fs::path(output) / "checkpoints";
+  if (!fs::is_directory(dir)) return "";
+  std::vector<std::string> all;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    // Complete checkpoints only: a save in progress lives under a dot-name until its rename.
+    if (e.is_directory() && name.rfind("step-", 0) == 0 && fs::is_regular_file(e.path() / "training_state.json")) all.push_back(e.path().string());
+  }
+  if (all.empty()) return "";
+  std::sort(all.begin(), all.end());
+  return all.back();
+}
+
+}  // namespace anomalysd
