@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs everything anomalysd needs from Debian 12's apt. Idempotent: packages already
-# present are not fetched again. Runs as root, or through sudo otherwise.
+# Installs everything anomalysd needs from Debian's apt: Debian 12 "bookworm" (LibTorch 1.13) and
+# Debian 13 "trixie" (LibTorch 2.6) have every package below under the same name (checked on
+# both). Idempotent: packages already present are not fetched again. Runs as root, or through sudo.
 set -euo pipefail
 
 packages=(
@@ -14,6 +15,14 @@ packages=(
   # Tests only: the sanitizer job and the fuzz targets (scripts/sanitize.sh, scripts/fuzz.sh).
   clang libclang-rt-dev
 )
+
+if [ -r /etc/os-release ]; then
+  . /etc/os-release
+  case "${ID:-}:${VERSION_ID:-}" in
+    debian:12 | debian:13) ;;
+    *) echo "install-deps: tested on Debian 12 and 13; this is ${PRETTY_NAME:-unknown}: trying the same package names" >&2 ;;
+  esac
+fi
 
 missing=()
 for p in "${packages[@]}"; do

@@ -1,6 +1,10 @@
 #include "anomalysd/core/runtime.h"
 
 
+#include <fstream>
+#include <sstream>
+#include <vector>
+
 #include <torch/torch.h>
 #include <torch/version.h>
 #include <spdlog/spdlog.h>
@@ -29,8 +33,8 @@ Runtime apply_runtime(const RuntimeConfig& config) {
   rt.dtype = parse_run_dtype(config.dtype);
   if (rt.device.is_cpu() && rt.dtype == torch::kFloat16)
     throw InputError("dtype 'float16' (key 'dtype') needs a CUDA device: LibTorch's CPU kernels lack half-precision matmul; use float32 on CPU");
-  if (rt.device.is_cpu() && rt.dtype == torch::kBFloat16)
-    spdlog::warn("dtype bfloat16 on CPU is much slower than float32 on most CPUs");
+  if (rt.device.is_cpu() && rt.dtype == torch::kBFloat16 && cpu_native_bf16().empty())
+    spdlog::warn("dtype bfloat16 on a CPU without native bfloat16 (AVX512-BF16 / AMX-BF16) is emulated and slower than float32");
 
   rt.threads = config.threads > 0 ? static_cast<int>(config.threads) : default_thread_count();
   torch::set_num_threads(rt.threads);
@@ -50,6 +54,25 @@ Runtime apply_runtime(const RuntimeConfig& config) {
   torch::manual_seed(static_cast<uint64_t>(rt.seed));
   spdlog::debug("runtime: device {}, dtype {}, {} threads, seed {}", rt.device.str(), config.dtype, rt.threads, rt.seed);
   return rt;
+}
+
+std::string cpu_native_bf16() {
+  static const std::string flags = [] {
+    std::ifstream in("/proc/cpuinfo");
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.rfind("flags", 0) != 0 && line.rfind("Features", 0) != 0) continue;
+      std::istringstream words(line.substr(line.find(':') + 1));
+      std::vector<std::string> found;
+      for (std::string w; words >> w;)
+        if (w == "avx512_bf16" || w == "amx_bf16" || w == "bf16") found.push_back(w);
+      std::string out;
+      for (const auto& f : found) out += (out.empty() ? "" : " ") + f;
+      return out;
+    }
+    return std::string();
+  }();
+  return flags;
 }
 
 std::string numeric_setup(const RuntimeConfig& config) {

@@ -42,6 +42,10 @@ Runtime apply_runtime(const RuntimeConfig& config);
 // LibTorch version. An eval's run hash includes it, so one table never mixes maps made two ways.
 std::string numeric_setup(const RuntimeConfig& config);
 
+// Whether this CPU computes bfloat16 natively (x86: AVX512-BF16 or AMX-BF16, from /proc/cpuinfo;
+// aarch64: the bf16 feature), and the flags found ("" when none).
+std::string cpu_native_bf16();
+
 c10::ScalarType parse_run_dtype(const std::string& name);  // float32 | float16 | bfloat16
 int default_thread_count();
 
