@@ -51,7 +51,7 @@ Detection AnomalyDetector::detect(const torch::Tensor& image, uint64_t seed, con
   // The score maths run in float32 on the inpainter's device whatever the models' dtype: x̂ never
   // travels to the host and back between the inpainter and the distance.
   const auto f32 = torch::TensorOptions().dtype(torch::kFloat).device(device);
-  const torch::Tensor x = image.to(device, torch::kFloat);
+  const torch::Tensor x = (device.is_cuda() && image.device().is_cpu() ? image.pin_memory() : image).to(device, torch::kFloat, device.is_cuda());
   Detection out;
 
   // 1. masks: multi-scale grids (§4.2, cached per image size) and the prototype-guided mask (eq. 15)

@@ -163,7 +163,9 @@ void SdInpainter::begin_image(const torch::Tensor& image, uint64_t seed) {
   torch::NoGradGuard no_grad;
   check_inpaint_size(pipe_, image.size(2), image.size(3));
   const torch::Tensor& w = unet_weight(pipe_);
-  image_ = image.to(w.device(), w.scalar_type());
+  // On CUDA the upload goes through pinned (page-locked) memory, asynchronously.
+  const torch::Tensor host = w.device().is_cuda() && image.device().is_cpu() ? image.pin_memory() : image;
+  image_ = host.to(w.device(), w.scalar_type(), /*non_blocking=*/w.device().is_cuda());
   image_latent_ = encode_latents(pipe_, image_);  // E(x), once per image
   const int64_t f = vae_scale_factor(pipe_);
   noise_ = start_noise(seed, pipe_.unet->config.out_channels, image.size(2) / f, image.size(3) / f);

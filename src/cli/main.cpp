@@ -93,6 +93,7 @@ struct BenchOptions {
   std::string attention = "auto";
   bool profile = false;
   std::vector<int64_t> attention_blocks;  // fused kernel: query rows, key columns
+  std::string dtype = "float32";
 };
 
 int run_bench(const BenchOptions& o) {
@@ -101,12 +102,15 @@ int run_bench(const BenchOptions& o) {
   rc.threads = o.threads;
   rc.cpu_gemm = o.gemm;
   rc.attention = o.attention;
+  rc.dtype = o.dtype;
   const anomalysd::Runtime rt = anomalysd::apply_runtime(rc);
   if (!o.attention_blocks.empty()) anomalysd::set_fused_attention_blocks({o.attention_blocks.at(0), o.attention_blocks.at(1)});
-  std::printf("CPU GEMM: %s; attention: %s; %d threads\n", rt.gemm.c_str(), o.attention.c_str(), rt.threads);
+  const std::string bf16 = anomalysd::cpu_native_bf16();
+  std::printf("CPU GEMM: %s; attention: %s; %d threads; dtype %s (CPU bfloat16: %s)\n", rt.gemm.c_str(), o.attention.c_str(), rt.threads,
+              o.dtype.c_str(), bf16.empty() ? "emulated" : bf16.c_str());
   std::printf("%-11s %5s %12s %14s %12s %s\n", "component", "batch", "median s", "s per sample", "peak RSS GiB", "runs (s)");
   for (const int64_t batch : o.batches) {
-    const auto f = anomalysd::bench_component(o.component, o.config, batch, o.repeats, o.size, o.profile);
+    const auto f = anomalysd::bench_component(o.component, o.config, batch, o.repeats, o.size, o.profile, o.dtype);
     std::string runs;
     for (double s : f.seconds) runs += (runs.empty() ? "" : " ") + std::to_string(s).substr(0, 6);
     std::printf("%-11s %5lld %12.2f %14.2f %12.2f %s\n", f.what.c_str(), static_cast<long long>(f.batch), f.median_s,
@@ -320,6 +324,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   bench_cmd->add_option("--attention-blocks", bench.attention_blocks, "Fused attention's block: query rows and key columns (tuning; default 256 rows, key columns from the cache size)")
       ->expected(2);
+  bench_cmd->add_option("--dtype", bench.dtype, "unet / vae-*: float32 | bfloat16 | float16 (config key dtype; float16 needs CUDA)")
+      ->check(CLI::IsMember({"float32", "bfloat16", "float16"}))
+      ->capture_default_str();
   bench_cmd->add_flag("--profile", bench.profile, "After the timed runs, profile one more and print the time per LibTorch operator");
 
   EvalMapsCli eval_maps;

@@ -82,7 +82,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
     k = split_heads(linear(to_k, ctx));
     v = split_heads(linear(to_v, ctx));
   }
-  const torch::Tensor out = scaled_dot_product_attention(q, k, v, options.upcast)
+  const torch::Tensor out = anomalysd::scaled_dot_product_attention(q, k, v, options.upcast)
                                 .transpose(1, 2)
                                 .reshape({b, -1, heads * d});  // [B, L, h·D]
   return linear(to_out_0, out);

@@ -22,7 +22,7 @@ ClipAttentionImpl::ClipAttentionImpl(int64_t hidden, int64_t h) : heads(h) {
 torch::Tensor ClipAttentionImpl::forward(const torch::Tensor& x) {
   const int64_t b = x.size(0), l = x.size(1), e = x.size(2), d = e / heads;
   auto split = [&](const torch::Tensor& t) { return t.view({b, l, heads, d}).transpose(1, 2); };  // [B, h, L, D]
-  const torch::Tensor out = scaled_dot_product_attention(split(linear(q_proj, x)), split(linear(k_proj, x)), split(linear(v_proj, x)),
+  const torch::Tensor out = anomalysd::scaled_dot_product_attention(split(linear(q_proj, x)), split(linear(k_proj, x)), split(linear(v_proj, x)),
                                                          /*upcast=*/false, /*causal=*/true);
   return linear(out_proj, out.transpose(1, 2).reshape({b, l, e}));
 }

@@ -281,8 +281,11 @@ BenchFigures bench_eval_maps(int64_t images, int64_t size, int64_t repeats) {
 }
 
 BenchFigures bench_component(const std::string& component, const std::string& config_path, int64_t batch, int64_t repeats,
-                             int64_t size, bool profile) {
+                             int64_t size, bool profile, const std::string& dtype) {
   torch::NoGradGuard no_grad;
+  const torch::ScalarType type = parse_run_dtype(dtype);
+  const bool sd_part = component == "unet" || component == "vae-encode" || component == "vae-decode";
+  if (type != torch::kFloat && !sd_part) throw InputError("bench --dtype " + dtype + ": only unet and vae-* run in it (the feature networks stay float32)");
   BenchFigures f;
   f.what = component;
   f.batch = batch;
@@ -309,24 +312,26 @@ BenchFigures bench_component(const std::string& component, const std::string& co
   } else if (component == "unet") {
     auto unet = UNet2DConditionModel(UNetConfig::from_json(config_path));
     unet->eval();
+    unet->to(type);
     const int64_t s = size > 0 ? size : unet->config.sample_size;
     use_channels_last(*unet);  // the CPU inference layout (SdPipeline::use_cpu_inference_layout)
-    const torch::Tensor sample = torch::randn({batch, unet->config.in_channels, s, s});
-    const torch::Tensor context = torch::randn({batch, 77, unet->config.cross_attention_dim});
+    const torch::Tensor sample = torch::randn({batch, unet->config.in_channels, s, s}).to(type);
+    const torch::Tensor context = torch::randn({batch, 77, unet->config.cross_attention_dim}).to(type);
     const torch::Tensor t = torch::full({batch}, 981, torch::kLong);
     run = [=]() mutable { return unet->forward(sample, t, context); };
     module = unet.ptr();
   } else if (component == "vae-encode" || component == "vae-decode") {
     auto vae = AutoencoderKL(VaeConfig::from_json(config_path));
     vae->eval();
+    vae->to(type);
     use_channels_last(*vae);
     const int64_t s = size > 0 ? size : 512;
     const int64_t down = int64_t(1) << (vae->config.block_out_channels.size() - 1);
     if (component == "vae-encode") {
-      const torch::Tensor image = torch::rand({batch, vae->config.in_channels, s, s}) * 2 - 1;
+      const torch::Tensor image = (torch::rand({batch, vae->config.in_channels, s, s}) * 2 - 1).to(type);
       run = [=]() mutable { return vae->encode(image).mean; };
     } else {
-      const torch::Tensor z = torch::randn({batch, vae->config.latent_channels, s / down, s / down});
+      const torch::Tensor z = torch::randn({batch, vae->config.latent_channels, s / down, s / down}).to(type);
       run = [=]() mutable { return vae->decode(z); };
     }
     module = vae.ptr();

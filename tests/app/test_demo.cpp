@@ -81,14 +81,16 @@ TEST(Demo, QuickRunEndToEndBeatsChance) {
   const ClassResult full = s.table[0].mean();
   ASSERT_EQ(s.table.back().method, "Baseline: distance to the mean training image");
   const ClassResult baseline = s.table.back().mean();
-  // What the README claims of the demo, at CI's reduced scale: the full method clearly above the
-  // mean-image baseline at the pixel level. Thresholds from the quick run on this 2-core Xeon
-  // (`ctest -R Demo.QuickRun`, seeded): full QUICK_FULL_PIXEL pixel AUROC vs the baseline's
-  // QUICK_BASE_PIXEL; the margins leave room for another CPU's last bits, not for a broken method.
-  EXPECT_GT(full.pixel_auroc, baseline.pixel_auroc + 0.05) << "full method vs mean-image baseline, pixel AUROC";
-  EXPECT_GT(full.pixel_auroc, 0.75) << "full method, pixel AUROC";
-  EXPECT_GT(full.image_auroc, 0.55) << "full method, image AUROC";
-  std::printf("quick demo: full method image/pixel AUROC %.3f / %.3f; mean-image baseline %.3f / %.3f\n", full.image_auroc,
+  // What the README claims of the demo (the full method above the mean-image baseline at the pixel
+  // level), checked at CI's reduced scale. Measured with this quick run (`ctest -R Demo.QuickRun`,
+  // seeded, 2-core AMD EPYC): full method pixel AUROC 0.784 vs the baseline's 0.768 on LibTorch 1.13,
+  // 0.791 vs 0.768 on LibTorch 2.6 (Debian 13). The quick run's margin is small (its bootstrap is
+  // 40 s of CPU): the thresholds keep one point of it and fail when the method falls to the baseline.
+  // (At the image level the quick run is below the baseline, 0.57 vs 0.63: see the README.)
+  EXPECT_GT(full.pixel_auroc, baseline.pixel_auroc + 0.01) << "full method vs mean-image baseline, pixel AUROC";
+  EXPECT_GT(full.pixel_auroc, 0.77) << "full method, pixel AUROC";
+  EXPECT_GT(full.image_auroc, 0.55) << "full method, image AUROC (above chance)";
+  std::fprintf(stderr, "quick demo: full method image/pixel AUROC %.3f / %.3f; mean-image baseline %.3f / %.3f\n", full.image_auroc,
               full.pixel_auroc, baseline.image_auroc, baseline.pixel_auroc);
   const nlohmann::json j = read_json_file((fs::path(o.output) / "metrics.json").string());
   EXPECT_EQ(j["settings"].size(), 6u);

@@ -111,8 +111,8 @@ TEST(AttentionKernels, DispatchEachKernelAndAutogradFallsBackToChunked) {
   for (const auto kernel : {AttentionKernel::Auto, AttentionKernel::Fused, AttentionKernel::Chunked}) {
     set_attention_kernel(kernel);
     torch::NoGradGuard no_grad;
-    EXPECT_TRUE(close_to_reference(scaled_dot_product_attention(q, k, v), ref, attention_kernel_name(kernel), 1e-5));
-    EXPECT_TRUE(close_to_reference(scaled_dot_product_attention(q, k, v, true, true), naive_attention(q, k, v, true),
+    EXPECT_TRUE(close_to_reference(anomalysd::scaled_dot_product_attention(q, k, v), ref, attention_kernel_name(kernel), 1e-5));
+    EXPECT_TRUE(close_to_reference(anomalysd::scaled_dot_product_attention(q, k, v, true, true), naive_attention(q, k, v, true),
                                    attention_kernel_name(kernel) + " causal", 1e-5));
   }
   if (!sdpa_available()) {
@@ -122,7 +122,7 @@ TEST(AttentionKernels, DispatchEachKernelAndAutogradFallsBackToChunked) {
   // Under autograd even a forced fused kernel yields a differentiable result (the chunked one).
   set_attention_kernel(AttentionKernel::Fused);
   const torch::Tensor qg = q.clone().requires_grad_(true);
-  const torch::Tensor out = scaled_dot_product_attention(qg, k, v);
+  const torch::Tensor out = anomalysd::scaled_dot_product_attention(qg, k, v);
   ASSERT_TRUE(out.requires_grad());
   out.sum().backward();
   EXPECT_TRUE(qg.grad().defined());
@@ -268,7 +268,7 @@ TEST(OpProfile, AttributesTimeToOperators) {
   const torch::Tensor q = torch::randn({1, 2, 256, 32}), a = torch::randn({64, 64});
   const auto ops = profile_ops([&] {
     for (int i = 0; i < 3; ++i) (void)torch::mm(a, a);
-    (void)scaled_dot_product_attention(q, q, q);
+    (void)anomalysd::scaled_dot_product_attention(q, q, q);
   });
   ASSERT_FALSE(ops.empty());
   const auto find = [&](const std::string& name) {

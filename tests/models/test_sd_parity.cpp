@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
+#include <torch/version.h>
 
 #include "anomalysd/io/errors.h"
 #include "anomalysd/io/safetensors.h"
@@ -172,7 +173,13 @@ TEST(DdimParity, TimestepsStepsAndNoise) {
     SCOPED_TRACE(pred);
     DdimScheduler scheduler(DdimConfig::from_json((folder / pred / "scheduler_config.json").string()));
     EXPECT_EQ(scheduler.config().prediction_type, pred);
-    EXPECT_TRUE(torch::equal(scheduler.alphas_cumprod(), io.at("alphas_cumprod")));
+    // The same float32 cumulative product as torch.cumprod: bit for bit on the LibTorch the fixture
+    // was made with (1.13); LibTorch 2.x's vectorised cumprod rounds differently in the last bit.
+    const torch::Tensor ours = scheduler.alphas_cumprod(), theirs = io.at("alphas_cumprod");
+    EXPECT_TRUE(torch::allclose(ours, theirs, /*rtol=*/4e-7, /*atol=*/0)) << (ours - theirs).abs().max().item<double>();
+#if TORCH_VERSION_MAJOR < 2
+    EXPECT_TRUE(torch::equal(ours, theirs));
+#endif
     EXPECT_FLOAT_EQ(static_cast<float>(scheduler.final_alpha_cumprod()), expected[pred]["final_alpha_cumprod"].get<float>());
     scheduler.set_timesteps(50);
     EXPECT_EQ(scheduler.timesteps(), expected[pred]["timesteps"].get<std::vector<int64_t>>());
@@ -279,12 +286,12 @@ TEST(Attention, ChunkedMatchesNaiveAndCausal) {
   torch::manual_seed(0);
   const torch::Tensor q = torch::randn({2, 3, 37, 8}), k = torch::randn({2, 3, 29, 8}), v = torch::randn({2, 3, 29, 8});
   const torch::Tensor naive = torch::softmax(torch::matmul(q, k.transpose(-1, -2)) / std::sqrt(8.0), -1).matmul(v);
-  EXPECT_TRUE(close_to_reference(scaled_dot_product_attention(q, k, v), naive, "attention", 1e-5));
-  EXPECT_TRUE(close_to_reference(scaled_dot_product_attention(q, k, v, /*upcast=*/true), naive, "attention upcast", 1e-5));
+  EXPECT_TRUE(close_to_reference(anomalysd::scaled_dot_product_attention(q, k, v), naive, "attention", 1e-5));
+  EXPECT_TRUE(close_to_reference(anomalysd::scaled_dot_product_attention(q, k, v, /*upcast=*/true), naive, "attention upcast", 1e-5));
   const torch::Tensor kc = k.narrow(2, 0, 8), qc = q.narrow(2, 0, 8), vc = v.narrow(2, 0, 8);
   const torch::Tensor mask = torch::ones({8, 8}).triu(1).to(torch::kBool);
   const torch::Tensor causal = torch::softmax(torch::matmul(qc, kc.transpose(-1, -2)).div(std::sqrt(8.0)).masked_fill(mask, -1e30), -1).matmul(vc);
-  EXPECT_TRUE(close_to_reference(scaled_dot_product_attention(qc, kc, vc, false, true), causal, "causal", 1e-5));
+  EXPECT_TRUE(close_to_reference(anomalysd::scaled_dot_product_attention(qc, kc, vc, false, true), causal, "causal", 1e-5));
 }
 
 // The real checkpoints' configs build the real architectures (random weights).

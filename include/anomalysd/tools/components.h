@@ -56,8 +56,10 @@ struct BenchFigures {
 // `prototype-bank` (4 shots × 4 rotations), `nn-error-map` (one image against that bank), `lpips`
 // (distance maps of `batch` pairs). `size` overrides the spatial size (latent for unet, else image).
 // `profile`: one more run under LibTorch's profiler, its per-operator table in BenchFigures::profile.
+// `dtype` (float32 | bfloat16 | float16): the weights and inputs of unet / vae-* in that type (the
+// SD parts follow the config's `dtype`; the feature networks stay float32).
 BenchFigures bench_component(const std::string& component, const std::string& config_path, int64_t batch, int64_t repeats,
-                             int64_t size = 0, bool profile = false);
+                             int64_t size = 0, bool profile = false, const std::string& dtype = "float32");
 
 double peak_rss_gib();
 
