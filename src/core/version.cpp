@@ -69,7 +69,7 @@ std::string version_report() {
   s << "Attention (attention: auto): "
     << (sdpa_available() ? "sdpa (LibTorch's scaled_dot_product_attention)"
                          : "fused CPU kernel for inference, chunked under autograd (LibTorch < 2.0 has no SDPA)")
-    << "\n";
+    << "; chunked for bfloat16/float16 on the CPU\n";
   const std::string bf16 = cpu_native_bf16();
   s << "CPU bfloat16: " << (bf16.empty() ? "emulated (no AVX512-BF16 / AMX-BF16): dtype bfloat16 is slower than float32 here"
                                           : "native (" + bf16 + "): dtype bfloat16 runs the SD parts on it") << "\n";

@@ -234,15 +234,24 @@ at::Tensor attention_fused_cpu(const at::Tensor& q_in, const at::Tensor& k_in, c
 // UNet) a fused task is a dozen operator calls around a tiny GEMM, and one batched bmm over all heads
 // wins (demo, 22 masks: 0.06 s chunked vs 0.12 s fused per UNet call). From SD's smallest level up
 // (256 tokens × width 64 = 2^22) fused wins (SD2 at 16², batch 8: 0.022 s vs 0.030 s).
+// On the CPU in bfloat16 (or float16) `auto` takes the chunked kernel whatever the LibTorch: its
+// batched GEMMs run on oneDNN's bf16 path, while LibTorch 2.6's CPU SDPA (flash kernel) is 7× slower
+// in bf16 and our fused kernel's per-block GEMMs are small calls. Measured, real-size SD2-inpainting
+// UNet, one call, 2 threads, AMD EPYC with AVX512-BF16 (`anomalysd bench unet --dtype bfloat16
+// --attention …`): LibTorch 2.6: sdpa 19.9 s, fused 2.77 s, chunked 2.74 s; LibTorch 1.13: fused
+// 4.10 s, chunked 3.33 s. In float32 sdpa (2.6: 5.21 s) and fused (2.6: 5.08 s, 1.13: 6.79 s) beat
+// chunked (2.6: 6.12 s).
 constexpr int64_t kFusedMinWork = int64_t(1) << 22;  // query tokens × key tokens × head width
 
 at::Tensor scaled_dot_product_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool upcast, bool causal) {
   AttentionKernel kernel = g_kernel;
   const bool needs_grad = at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
   if (kernel == AttentionKernel::Auto) {
-    if (sdpa_available() && (!upcast || q.scalar_type() == at::kFloat))
+    if (q.device().is_cpu() && q.scalar_type() != at::kFloat)
+      kernel = AttentionKernel::Chunked;
+    else if (sdpa_available() && (!upcast || q.scalar_type() == at::kFloat))
       kernel = AttentionKernel::Sdpa;
-    else if (q.device().is_cpu() && !needs_grad && q.scalar_type() != at::kHalf && q.size(2) * k.size(2) * q.size(3) >= kFusedMinWork)
+    else if (q.device().is_cpu() && !needs_grad && q.scalar_type() == at::kFloat && q.size(2) * k.size(2) * q.size(3) >= kFusedMinWork)
       kernel = AttentionKernel::Fused;
     else
       kernel = AttentionKernel::Chunked;
