@@ -120,7 +120,8 @@ Detection AnomalyDetector::detect(const torch::Tensor& image, uint64_t seed, con
     fused = fuse_scores(out.s_ms, out.s_pg, settings_.alpha);
   else
     fused = settings_.multiscale ? out.s_ms : out.s_pg;
-  // The results come back to the host once, at the end.
+  // The blur (§4.3, σ in pixels) runs at the model resolution, before map_to_size() resizes the map
+  // to the image's own size. The results come back to the host once, at the end.
   auto to_host = [](const torch::Tensor& t) { return t.defined() ? t.to(torch::kCPU) : t; };
   out.map = to_host(gaussian_blur(fused, settings_.blur_sigma)).contiguous();
   out.s_ms = to_host(out.s_ms);

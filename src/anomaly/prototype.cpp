@@ -126,6 +126,8 @@ double variance_split_threshold(const torch::Tensor& values) {
 
 torch::Tensor prototype_mask(const torch::Tensor& error_map, int64_t height, int64_t width) {
   const double r = variance_split_threshold(error_map);
+  // E ≥ r where eq. (15) writes E > r: r is one of the error values (the lowest of the upper group
+  // of the split), so ≥ keeps that group whole; with > a one-cell anomaly would give an empty mask.
   const torch::Tensor binary = (error_map >= r).to(torch::kFloat).view({1, 1, error_map.size(-2), error_map.size(-1)});
   return F::interpolate(binary, F::InterpolateFuncOptions().size(std::vector<int64_t>{height, width}).mode(torch::kNearest))[0][0];
 }

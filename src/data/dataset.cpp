@@ -204,6 +204,9 @@ nlohmann::json ShotSelection::to_json() const { return {{"k", k}, {"seed", seed}
 ShotSelection ShotSelection::from_json(const nlohmann::json& j, const std::string& where) {
   try {
     ShotSelection s;
+    // Integers only: a float such as 1.7e28 would overflow the conversion (a fuzz finding).
+    if (!j.at("k").is_number_integer() || j.at("k").get<int64_t>() < 0) throw FormatError(where, "'k' must be a non-negative integer, got " + j.at("k").dump());
+    if (!j.at("seed").is_number_integer()) throw FormatError(where, "'seed' must be an integer, got " + j.at("seed").dump());
     s.k = j.at("k").get<int64_t>();
     s.seed = j.at("seed").get<uint64_t>();
     s.shots = j.at("shots").get<std::map<std::string, std::vector<std::string>>>();

@@ -104,6 +104,8 @@ RunResults RunResults::from_json(const nlohmann::json& j, const std::string& whe
       ClassResult c;
       c.name = name;
       for (const auto& f : fields()) c.*f.member = v.at(f.key).is_null() ? kNaN : v.at(f.key).get<double>();
+      for (const char* key : {"test_images", "anomalous_images"})
+        if (!v.at(key).is_number_integer()) throw FormatError(where, std::string("'") + key + "' of class '" + name + "' is not an integer");
       c.test_images = v.at("test_images").get<int64_t>();
       c.anomalous_images = v.at("anomalous_images").get<int64_t>();
       c.seconds = v.value("seconds", 0.0);

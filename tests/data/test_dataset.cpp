@@ -132,6 +132,16 @@ TEST(FewShot, SeededRecordedAndRepeatable) {
   for (uint64_t seed = 8; seed < 12; ++seed) differs |= sample_shots(d, 2, seed).shots != a.shots;
   EXPECT_TRUE(differs);
   EXPECT_EQ(ShotSelection::from_json(a.to_json(), "test").shots, a.shots);
+  // Fuzz finding: a k (or seed) too large for an integer arrives as a float; converting it was UB.
+  for (const char* bad : {R"({"k": 1.6666666676666667e28, "seed": 0, "shots": {}})", R"({"k": 1, "seed": 2.5, "shots": {}})",
+                          R"({"k": -1, "seed": 0, "shots": {}})"}) {
+    try {
+      ShotSelection::from_json(nlohmann::json::parse(bad), "shots.json");
+      ADD_FAILURE() << "accepted " << bad;
+    } catch (const FormatError& e) {
+      EXPECT_NE(std::string(e.what()).find("shots.json"), std::string::npos) << e.what();
+    }
+  }
   EXPECT_TRUE(sample_shots(d, 0, 1).shots.at("cable").empty());
   EXPECT_THROW(sample_shots(d, 7, 1), InputError);  // cable has 6
 }

@@ -8,7 +8,6 @@
 
 #include "anomalysd/core/app_config.h"
 #include "anomalysd/data/prompts.h"
-#include "anomalysd/models/cpu_gemm.h"
 #include "anomalysd/io/config.h"
 #include "anomalysd/io/errors.h"
 #include "test_support.h"
@@ -314,25 +313,6 @@ TEST(PromptBook, AllIsCoarseThenDetailedFallbackUnknownClassAndOverrides) {
     EXPECT_NE(std::string(e.what()).find("screw.foreground"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("bad.yaml"), std::string::npos) << e.what();
   }
-}
-
-TEST(TestSetup, FixturesFolderFromTheEnvironmentWinsAndTheCacheIsTheBuildTrees) {
-  const char* before = std::getenv("ANOMALYSD_FIXTURES");
-  const std::string saved = before ? before : "";
-  test::TempDir tmp;
-  ::setenv("ANOMALYSD_FIXTURES", tmp.path().c_str(), 1);
-  EXPECT_EQ(test::fixtures_dir(), tmp.path());
-  // Set but missing: missing (skipped, or failed under CI), never the compiled-in default.
-  ::setenv("ANOMALYSD_FIXTURES", (tmp.path() / "nope").c_str(), 1);
-  EXPECT_EQ(test::fixtures_dir(), std::nullopt);
-  if (before)
-    ::setenv("ANOMALYSD_FIXTURES", saved.c_str(), 1);
-  else
-    ::unsetenv("ANOMALYSD_FIXTURES");
-  // Hermetic: the GEMM-choice cache of every test process is in the build tree.
-  EXPECT_EQ(fs::path(gemm_cache_path()).parent_path(), test::test_cache_dir());
-  const char* home = std::getenv("HOME");
-  if (home) EXPECT_EQ(gemm_cache_path().find(std::string(home) + "/.cache"), std::string::npos);
 }
 
 }  // namespace

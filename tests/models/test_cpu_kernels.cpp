@@ -289,3 +289,30 @@ TEST(OpProfile, AttributesTimeToOperators) {
 
 }  // namespace
 }  // namespace anomalysd
+
+namespace anomalysd {
+namespace {
+
+namespace fs = std::filesystem;
+
+TEST(TestSetup, FixturesFolderFromTheEnvironmentWinsAndTheCacheIsTheBuildTrees) {
+  const char* before = std::getenv("ANOMALYSD_FIXTURES");
+  const std::string saved = before ? before : "";
+  test::TempDir tmp;
+  ::setenv("ANOMALYSD_FIXTURES", tmp.path().c_str(), 1);
+  EXPECT_EQ(test::fixtures_dir(), tmp.path());
+  // Set but missing: missing (skipped, or failed under CI), never the compiled-in default.
+  ::setenv("ANOMALYSD_FIXTURES", (tmp.path() / "nope").c_str(), 1);
+  EXPECT_EQ(test::fixtures_dir(), std::nullopt);
+  if (before)
+    ::setenv("ANOMALYSD_FIXTURES", saved.c_str(), 1);
+  else
+    ::unsetenv("ANOMALYSD_FIXTURES");
+  // Hermetic: the GEMM-choice cache of every test process is in the build tree.
+  EXPECT_EQ(fs::path(gemm_cache_path()).parent_path(), test::test_cache_dir());
+  const char* home = std::getenv("HOME");
+  if (home) EXPECT_EQ(gemm_cache_path().find(std::string(home) + "/.cache"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace anomalysd
