@@ -16,6 +16,7 @@
 #include "anomalysd/io/atomic_write.h"
 #include "anomalysd/io/errors.h"
 #include "anomalysd/io/json_file.h"
+#include "anomalysd/util/hash.h"
 #include "anomalysd/metrics/eval_maps.h"
 #include "anomalysd/util/progress.h"
 #include "anomalysd/core/version.h"
@@ -25,18 +26,6 @@ namespace anomalysd {
 namespace fs = std::filesystem;
 
 namespace {
-
-uint64_t fnv1a(const std::string& s) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
-  return h;
-}
-
-std::string hex(uint64_t v) {
-  std::ostringstream s;
-  s << std::hex << std::setw(16) << std::setfill('0') << v;
-  return s.str();
-}
 
 std::string map_file(const fs::path& output, const TestSample& s) {
   return (output / "maps" / s.cls / "test" / s.defect / (s.id + ".tiff")).string();

@@ -9,6 +9,7 @@
 
 #include "anomalysd/io/errors.h"
 #include "anomalysd/io/json_file.h"
+#include "anomalysd/util/hash.h"
 #include "anomalysd/train/checkpoint.h"
 #include "anomalysd/core/version.h"
 #include "app/finetune_internal.h"
@@ -20,18 +21,6 @@ namespace fs = std::filesystem;
 namespace finetune_detail {
 
 namespace {
-
-uint64_t fnv1a(const std::string& s) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
-  return h;
-}
-
-std::string hex(uint64_t v) {
-  std::ostringstream s;
-  s << std::hex << std::setw(16) << std::setfill('0') << v;
-  return s.str();
-}
 
 std::string stash_prefix(int part) { return std::string("done.") + part_name(part) + "."; }
 

@@ -66,6 +66,17 @@ torch::Tensor scale_input(const torch::Tensor& x, bool normalize) {
   return ((normalize ? 2 * x - 1 : x) - shift) / scale;
 }
 
+// Eq. (17)'s Σ over layers of the per-layer maps, each bilinearly upsampled to the input size.
+torch::Tensor upsampled_sum(const std::array<torch::Tensor, 5>& layer_maps, int64_t height, int64_t width) {
+  torch::Tensor map;
+  for (const auto& m : layer_maps) {
+    const torch::Tensor up =
+        F::interpolate(m, F::InterpolateFuncOptions().size(std::vector<int64_t>{height, width}).mode(torch::kBilinear).align_corners(false));
+    map = map.defined() ? map + up : up;
+  }
+  return map;
+}
+
 }  // namespace
 
 torch::Tensor unit_normalize(const torch::Tensor& tap) {
@@ -120,14 +131,9 @@ torch::Tensor LpipsImpl::distance_map_from(const LpipsFeatures& reference, const
     return torch::cat(parts, 0);
   }
   const LpipsFeatures f1 = features(x1, normalize);
-  const std::vector<int64_t> size{x1.size(2), x1.size(3)};
-  torch::Tensor map;
-  for (int l = 0; l < 5; ++l) {
-    const torch::Tensor d = weighted_difference(l, reference.taps[l].expand_as(f1.taps[l]), f1.taps[l]);
-    const torch::Tensor up = F::interpolate(d, F::InterpolateFuncOptions().size(size).mode(torch::kBilinear).align_corners(false));
-    map = map.defined() ? map + up : up;  // eq. (17): Σ over layers
-  }
-  return map;
+  std::array<torch::Tensor, 5> layer_maps;
+  for (int l = 0; l < 5; ++l) layer_maps[l] = weighted_difference(l, reference.taps[l].expand_as(f1.taps[l]), f1.taps[l]);
+  return upsampled_sum(layer_maps, x1.size(2), x1.size(3));
 }
 
 torch::Tensor LpipsImpl::distance_map(const torch::Tensor& x0, const torch::Tensor& x1, bool normalize) {
@@ -142,14 +148,7 @@ torch::Tensor LpipsImpl::distance_map(const torch::Tensor& x0, const torch::Tens
     }
     return torch::cat(parts, 0);
   }
-  const LpipsOutput o = forward(x0, x1, normalize);
-  const std::vector<int64_t> size{x0.size(2), x0.size(3)};
-  torch::Tensor map;
-  for (const auto& m : o.layer_maps) {
-    const torch::Tensor up = F::interpolate(m, F::InterpolateFuncOptions().size(size).mode(torch::kBilinear).align_corners(false));
-    map = map.defined() ? map + up : up;  // eq. (17): Σ over layers
-  }
-  return map;
+  return upsampled_sum(forward(x0, x1, normalize).layer_maps, x0.size(2), x0.size(3));
 }
 
 torch::Tensor LpipsImpl::loss(const torch::Tensor& x0, const torch::Tensor& x1, bool normalize) {

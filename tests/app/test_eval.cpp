@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "anomalysd/app/eval.h"
+#include "anomalysd/app/method.h"
 #include "anomalysd/data/image_io.h"
 #include "anomalysd/io/errors.h"
 #include "anomalysd/io/json_file.h"
@@ -222,6 +223,13 @@ TEST(Eval, Bfloat16RunsEndToEndOnTheCpuWithFiniteMapsCloseToFloat32) {
   EvalOptions fp32 = f.options("fp32"), bf16 = f.options("bf16");
   fp32.limit_per_class = bf16.limit_per_class = 3;
   bf16.overrides.push_back("dtype=bfloat16");
+  {
+    MethodRunner runner(load_app_config("", bf16.overrides), f.model, /*with_prototype=*/true);
+    EXPECT_EQ(runner.pipeline().unet->conv_in->weight.scalar_type(), torch::kBFloat16);
+    EXPECT_EQ(runner.lpips()->parameters().front().scalar_type(), torch::kFloat) << "LPIPS follows dtype";
+    ASSERT_TRUE(runner.efficientnet());
+    EXPECT_EQ(runner.efficientnet()->parameters().front().scalar_type(), torch::kFloat) << "EfficientNet follows dtype";
+  }
   const EvalSummary a = run_eval(fp32), b = run_eval(bf16);
   ASSERT_EQ(b.computed, 6);
   double worst = 0, largest = 0;

@@ -63,6 +63,9 @@ class MethodRunner {
   const Runtime& runtime() const { return runtime_; }
   const std::string& model_dir() const { return model_dir_; }
   SdPipeline& pipeline() { return pipe_; }
+  // The feature networks (float32 whatever `dtype` says); efficientnet() is null without a prototype bank.
+  const Lpips& lpips() const { return lpips_; }
+  const EfficientNet& efficientnet() const { return efficientnet_; }
   // Feature weight files written by `anomalysd init-weights` (random, for tests and demos).
   const std::vector<std::string>& random_weight_files() const { return random_weights_; }
   // UNet evaluations and masks per image at this config (for the summaries), before running.
