@@ -12,6 +12,7 @@
 #include "anomalysd/app/method.h"
 #include "anomalysd/anomaly/scores.h"
 #include "anomalysd/app/report.h"
+#include "anomalysd/core/distributed.h"
 #include "anomalysd/data/image_io.h"
 #include "anomalysd/io/atomic_write.h"
 #include "anomalysd/io/errors.h"
@@ -66,6 +67,7 @@ nlohmann::json config_identity(AppConfig c) {
   c.runtime.device = "-";
   c.runtime.threads = 0;
   c.runtime.cpu_gemm = c.runtime.attention = "-";  // in `numeric`, resolved
+  c.distributed = DistributedConfig();              // how many processes share a run changes no map
   c.source.clear();
   return {{"config", c.to_yaml()}, {"numeric_setup", numeric}};
 }
@@ -168,7 +170,14 @@ ShotSelection read_shots_file(const std::string& path, const Dataset& dataset) {
   return s;
 }
 
+namespace {
+
+EvalSummary run_eval_auto(const EvalOptions& o);
+
+}  // namespace
+
 EvalSummary run_eval(const EvalOptions& o) {
+  if (o.shard_auto) return run_eval_auto(o);
   const auto start = std::chrono::steady_clock::now();
   const AppConfig config = load_app_config(o.config, o.overrides);
   if (o.output.empty()) throw InputError("--output is required");
@@ -398,6 +407,107 @@ EvalSummary run_eval(const EvalOptions& o) {
 }
 
 // ---------------------------------------------------------------------------------------------
+namespace {
+
+std::string shard_folder(const std::string& output, int64_t index, int64_t count) {
+  return (fs::path(output) / "shards" / (std::to_string(index) + "-of-" + std::to_string(count))).string();
+}
+
+// Whether a shard folder holds a finished run of the same job (its metrics are written last).
+bool shard_finished(const std::string& folder, const std::string& hash, int64_t index, int64_t count) {
+  const fs::path run = fs::path(folder) / "run.json";
+  if (!fs::is_regular_file(run) || !fs::is_regular_file(fs::path(folder) / "metrics.json")) return false;
+  const nlohmann::json j = read_json_file(run.string());
+  return j.value("config_hash", "") == hash && j.value("shard", nlohmann::json()) == nlohmann::json::array({index, count});
+}
+
+// The merged metrics, table and report of the union of the shards, in `o.output`.
+RunResults merge_shards(const EvalOptions& o, int64_t count) {
+  std::vector<std::string> folders;
+  for (int64_t i = 0; i < count; ++i) folders.push_back(shard_folder(o.output, i, count));
+  const std::vector<RunResults> merged = merge_runs(folders, o.output);
+  const RunResults& union_results = merged.at(0);
+  // The report: every test image of the union, with its shard's score and map.
+  const Dataset dataset = load_dataset(o.dataset, o.root, o.classes);
+  std::map<std::string, std::string> by_key;  // sample key -> its shard's folder
+  std::map<std::string, double> scores;
+  for (const auto& folder : folders) {
+    for (const auto& [k, v] : read_scores_csv((fs::path(folder) / "scores.csv").string())) scores[k] = v;
+    const nlohmann::json run = read_json_file((fs::path(folder) / "run.json").string());
+    for (const auto& key : run.at("samples")) by_key[key.get<std::string>()] = folder;
+  }
+  std::map<std::string, std::vector<ReportSample>> report_samples;
+  for (const ClassData& c : dataset.classes)
+    for (const TestSample& t : c.test) {
+      const auto it = by_key.find(sample_key(t.cls, t.defect, t.id));
+      if (it == by_key.end() || !scores.count(it->first)) continue;
+      report_samples[t.cls].push_back({t, scores.at(it->first), map_file(it->second, t)});
+    }
+  ReportOptions ro;
+  ro.title = "AnomalySD on " + o.dataset + ", " + union_results.setup + " (" + union_results.method + "), " + std::to_string(count) + " shards";
+  ro.tables_markdown = {results_table(union_results)};
+  write_report(o.output, report_samples, ro);
+  spdlog::info("merged {} shard(s) into {}/{{metrics.json, metrics.csv, table.md, report.html, report.png}}", count, o.output);
+  return union_results;
+}
+
+EvalSummary run_eval_auto(const EvalOptions& o) {
+  const AppConfig config = load_app_config(o.config, o.overrides);
+  const LaunchEnv env = read_launch_env();
+  const ArrayTask array = read_array_task();
+  EvalOptions part = o;
+  part.shard_auto = false;
+  if (!env.distributed() && array.count == 0) {
+    spdlog::info("--shard auto: a single process and no job array; evaluating every test image here");
+    return run_eval(part);
+  }
+  const bool group_job = env.distributed();
+  part.shard_index = group_job ? env.rank : array.index;
+  part.shard_count = group_job ? env.world_size : array.count;
+  part.output = shard_folder(o.output, part.shard_index, part.shard_count);
+  // Device and threads per rank (neither is part of the maps' identity).
+  const RuntimeConfig rank_runtime = runtime_for_rank(config.runtime, env);
+  if (rank_runtime.device != config.runtime.device) part.overrides.push_back("device=" + rank_runtime.device);
+  if (rank_runtime.threads != config.runtime.threads) part.overrides.push_back("threads=" + std::to_string(rank_runtime.threads));
+  const bool cuda = rank_runtime.device == "auto" ? torch::cuda::is_available() : torch::Device(rank_runtime.device).is_cuda();
+  const auto group = group_job ? ProcessGroup::create(env, config.distributed, cuda) : ProcessGroup::create(LaunchEnv{}, config.distributed, false);
+  spdlog::info("--shard auto: shard {}/{} ({}) in {}", part.shard_index, part.shard_count, group_job ? "process group" : "Slurm job array",
+               part.output);
+  try {
+    EvalSummary summary = run_eval(part);
+    summary.shard_output = part.output;
+    summary.output = o.output;
+    const std::string hash = read_json_file((fs::path(part.output) / "run.json").string()).value("config_hash", "");
+    if (group_job) {
+      group->barrier("eval-shards-done");  // as long as the others are alive, however long their shards take
+      if (group->is_main()) {
+        summary.results = merge_shards(o, part.shard_count);
+        summary.merged = true;
+      }
+      group->finish();
+      return summary;
+    }
+    // A job array has no group: the task that finds every shard finished writes the union.
+    std::vector<int64_t> pending;
+    for (int64_t i = 0; i < part.shard_count; ++i)
+      if (!shard_finished(shard_folder(o.output, i, part.shard_count), hash, i, part.shard_count)) pending.push_back(i);
+    if (pending.empty()) {
+      summary.results = merge_shards(o, part.shard_count);
+      summary.merged = true;
+    } else {
+      spdlog::info("shard {}/{} done; {} shard(s) still running or not started (first: {}); the last task to finish writes the merged table "
+                   "(or run: anomalysd merge-results {}/shards/* --output {})",
+                   part.shard_index, part.shard_count, pending.size(), pending.front(), o.output, o.output);
+    }
+    return summary;
+  } catch (const std::exception& e) {
+    group->report_failure(e.what());
+    throw;
+  }
+}
+
+}  // namespace
+
 std::vector<RunResults> merge_runs(const std::vector<std::string>& inputs, const std::string& output, const std::string& root) {
   if (inputs.empty()) throw InputError("merge-results: no inputs");
   // Eval folders grouped by config hash (shards of one run); plain metrics files as they are.

@@ -237,16 +237,55 @@ void Trainer::enter_part(int part, int64_t local) {
   current_part_ = part;
 }
 
+void Trainer::synchronize_weights() {
+  if (!pg_->active()) return;
+  std::vector<torch::Tensor> tensors;
+  for (const auto& p : pipe_.unet->parameters()) tensors.push_back(p);
+  for (const auto& b : pipe_.unet->buffers()) tensors.push_back(b);
+  for (const auto& p : pipe_.vae->parameters()) tensors.push_back(p);
+  for (const auto& b : pipe_.vae->buffers()) tensors.push_back(b);
+  // The text encoder is frozen and read from the same files by every rank.
+  pg_->broadcast(tensors, 0, "sending rank 0's initial weights");
+}
+
+// Every rank must hold the same weights and optimizer state (same gradients after the all-reduce,
+// same Adam step): a checksum of both, compared over the ranks before rank 0 saves them.
+void Trainer::check_ranks_agree(int64_t step) {
+  if (!pg_->active() || !adam_) return;
+  torch::NoGradGuard no_grad;
+  double sum = 0;
+  auto add = [&](const torch::Tensor& t) {
+    const torch::Tensor d = t.detach().to(torch::kDouble);
+    sum += d.sum().item<double>() + 1e-3 * d.square().sum().item<double>();
+  };
+  for (const auto& p : adam_->params()) add(p.tensor);
+  for (const auto& [k, v] : adam_->state()) add(v);
+  if (ema_)
+    for (const auto& [k, v] : ema_->state()) add(v);
+  const auto [lo, hi] = pg_->min_max(sum, "the weights' checksum at step " + std::to_string(step));
+  if (lo != hi)
+    throw DistributedError(fmt::format("step {}: the ranks' weights differ (checksums from {:.17g} to {:.17g}); every rank must run the same "
+                                       "LibTorch, device type and thread count. Not saved; the last complete checkpoint is {}",
+                                       step, lo, hi, newest_checkpoint(o_.output)));
+}
+
 // One optimizer step of `part` at its local step `local` (eq. 8 or eq. 9–10); returns the loss.
 double Trainer::train_step(int part, int64_t local, double* mse, double* lpips, double* grad_norm) {
   const TrainConfig& t = config_.train;
   const bool autocast = rt_.device.is_cuda() && t.mixed_precision != "no";
   const torch::ScalarType amp_dtype = t.mixed_precision == "bf16" ? torch::kBFloat16 : torch::kHalf;
+  const bool scaled = autocast && amp_dtype == torch::kHalf;
   adam_->zero_grad();
-  double loss_sum = 0;
-  *mse = *lpips = 0;
-  for (int64_t a = 0; a < t.grad_accumulation; ++a) {
-    const Batch b = make_batch(part, (local * t.grad_accumulation + a) * t.batch_size, t.batch_size);
+  // The step's global batch (batch_size × grad_accumulation samples of the part's stream), split
+  // among the ranks: this rank's contiguous share, in micro-batches of at most batch_size. Each
+  // sample weighs 1/global, so the gradients summed over ranks are the global batch's mean.
+  const int64_t global = t.batch_size * t.grad_accumulation;
+  const auto [first, count] = rank_share(local * global, global, pg_->rank(), pg_->world_size());
+  double sums[3] = {0, 0, 0};  // loss, decoder MSE, decoder LPIPS: weighted partial sums
+  for (int64_t offset = 0; offset < count; offset += t.batch_size) {
+    const int64_t n = std::min(t.batch_size, count - offset);
+    const double weight = static_cast<double>(n) / static_cast<double>(global);
+    const Batch b = make_batch(part, first + offset, n);
     if (autocast) set_autocast(true, amp_dtype);
     torch::Tensor loss;
     if (part == kUnet) {
@@ -254,22 +293,33 @@ double Trainer::train_step(int part, int64_t local, double* mse, double* lpips, 
     } else {
       const DecoderLoss d = decoder_loss(pipe_, lpips_, b.images, t.decoder_lpips_weight);
       loss = d.total;
-      *mse += d.mse.item<double>() / static_cast<double>(t.grad_accumulation);
-      *lpips += d.lpips.item<double>() / static_cast<double>(t.grad_accumulation);
+      sums[1] += d.mse.item<double>() * weight;
+      sums[2] += d.lpips.item<double>() * weight;
     }
     if (autocast) set_autocast(false, amp_dtype);
-    const double value = loss.item<double>();
-    if (!std::isfinite(value)) {
-      const std::string last = newest_checkpoint(o_.output);
-      throw std::runtime_error("step " + std::to_string(done_.total()) + " (" + part_name(part) + "): the loss is " + std::to_string(value) +
-                               "; stopped. The last good checkpoint is " + (last.empty() ? std::string("none") : last) +
-                               " (resume from it with a lower train.lr, or check the images)");
-    }
-    loss_sum += value / static_cast<double>(t.grad_accumulation);
-    const bool scaled = autocast && amp_dtype == torch::kHalf;
-    ((scaled ? loss * loss_scale_ : loss) / static_cast<double>(t.grad_accumulation)).backward();
+    sums[0] += loss.item<double>() * weight;
+    ((scaled ? loss * loss_scale_ : loss) * weight).backward();
   }
-  if (autocast && amp_dtype == torch::kHalf) {  // dynamic loss scaling for fp16
+  if (pg_->active()) {  // the sum over ranks, bucketed: one collective per 25 MB of gradients
+    std::vector<torch::Tensor> tensors;
+    for (const auto& p : adam_->params()) {
+      if (!p.tensor.grad().defined()) p.tensor.mutable_grad() = torch::zeros_like(p.tensor);
+      tensors.push_back(p.tensor.grad());
+    }
+    tensors.push_back(torch::tensor({sums[0], sums[1], sums[2]}, torch::kDouble).to(rt_.device));
+    pg_->all_reduce_sum(tensors, "step " + std::to_string(done_.total()) + " (" + part_name(part) + ") gradients");
+    const torch::Tensor reduced = tensors.back().cpu();
+    for (int i = 0; i < 3; ++i) sums[i] = reduced[i].item<double>();
+  }
+  *mse = sums[1];
+  *lpips = sums[2];
+  if (!std::isfinite(sums[0])) {
+    const std::string last = newest_checkpoint(o_.output);
+    throw std::runtime_error("step " + std::to_string(done_.total()) + " (" + part_name(part) + "): the loss is " + std::to_string(sums[0]) +
+                             "; stopped. The last good checkpoint is " + (last.empty() ? std::string("none") : last) +
+                             " (resume from it with a lower train.lr, or check the images)");
+  }
+  if (scaled) {  // dynamic loss scaling for fp16
     bool finite = true;
     for (const auto& p : adam_->params())
       if (p.tensor.grad().defined()) {
@@ -290,7 +340,7 @@ double Trainer::train_step(int part, int64_t local, double* mse, double* lpips, 
   *grad_norm = clip_gradients(adam_->params(), t.grad_clip);
   adam_->step();
   if (ema_) ema_->update(adam_->params());
-  return loss_sum;
+  return sums[0];
 }
 
 FinetuneSummary Trainer::run() {
@@ -306,8 +356,17 @@ FinetuneSummary Trainer::run() {
   hash_ = training_identity(config_, base_, shots_json_, o_.dataset);
   const fs::path out(o_.output);
 
-  // 1. a fresh run, or the newest complete checkpoint (which a larger training length continues)
-  if (o_.resume) {
+  const int world = pg_->world_size();
+  const int64_t global_batch = config_.train.batch_size * config_.train.grad_accumulation;
+  if (world > global_batch)
+    throw InputError("world size " + std::to_string(world) + " exceeds the global batch (train.batch_size x train.grad_accumulation = " +
+                     std::to_string(global_batch) + "): every rank needs at least one sample per step");
+
+  // 1. a fresh run, or the newest complete checkpoint (which a larger training length continues).
+  // Rank 0 decides and alone writes to the output; the others read what it chose.
+  if (!pg_->is_main()) {
+    // (below, after rank 0's choice)
+  } else if (o_.resume) {
     resume_from_ = newest_checkpoint(o_.output);
     if (resume_from_.empty()) {
       spdlog::warn("--resume: no checkpoint in {}; starting from the beginning", o_.output);
@@ -325,17 +384,31 @@ FinetuneSummary Trainer::run() {
     for (const char* p : {"checkpoints", "model", "masks"}) fs::remove_all(out / p);
     for (const char* f : {"train_log.csv", "loss.png", "shots.json"}) fs::remove(out / f);
   }
-  fs::create_directories(out);
-  remove_stale_temporaries(o_.output);
-  // Stale temporary folders of an interrupted save are never loaded; remove them.
-  if (fs::is_directory(out / "checkpoints"))
-    for (const auto& e : fs::directory_iterator(out / "checkpoints"))
-      if (e.path().filename().string().rfind('.', 0) == 0) fs::remove_all(e.path());
-  write_file_atomically((out / "shots.json").string(), json_text(shots_json_));
+  if (pg_->is_main()) {
+    fs::create_directories(out);
+    remove_stale_temporaries(o_.output);
+    // Stale temporary folders of an interrupted save are never loaded; remove them.
+    if (fs::is_directory(out / "checkpoints"))
+      for (const auto& e : fs::directory_iterator(out / "checkpoints"))
+        if (e.path().filename().string().rfind('.', 0) == 0) fs::remove_all(e.path());
+    write_file_atomically((out / "shots.json").string(), json_text(shots_json_));
+  }
+  if (pg_->active()) {
+    resume_from_ = pg_->share("finetune/resume-from", resume_from_);
+    if (!pg_->is_main() && !resume_from_.empty()) {
+      const fs::path state = fs::path(resume_from_) / "training_state.json";
+      if (!fs::is_regular_file(state))
+        throw InputError("rank " + std::to_string(pg_->rank()) + ": cannot read " + state.string() +
+                         ", the checkpoint rank 0 resumes from: --output must be on a filesystem every rank sees (or at the same path on each machine)");
+      state_info_ = read_json_file(state.string());
+      base_ = state_info_.value("base", base_);
+    }
+  }
 
   // 2. models: weights trained in float32 (autocast on CUDA when asked)
   pipe_ = load_sd_pipeline(resume_from_.empty() ? base_ : resume_from_, resume_from_.empty() ? config_.model.variant : o_.save_variant);
   pipe_.to(rt_.device, torch::kFloat);
+  synchronize_weights();
   if (!pipe_.is_inpainting()) throw InputError(base_ + ": the UNet has " + std::to_string(pipe_.unet->config.in_channels) + " input channels; fine-tuning needs an inpainting UNet (9)");
   check_inpaint_size(pipe_, config_.resolution, config_.resolution);
   const TrainConfig& t = config_.train;
@@ -349,7 +422,7 @@ FinetuneSummary Trainer::run() {
     lpips_->to(rt_.device, torch::kFloat);
   }
   if (!rt_.device.is_cuda() && t.mixed_precision != "no") spdlog::warn("train.mixed_precision = {} needs CUDA; training in float32 on the CPU", t.mixed_precision);
-  if (o_.save_masks) save_masks();
+  if (o_.save_masks && pg_->is_main()) save_masks();
 
   // What the checkpoint had done, and its optimizer states (each part's, loaded when it resumes).
   if (!resume_from_.empty()) {
@@ -367,6 +440,11 @@ FinetuneSummary Trainer::run() {
     }
     stashed_steps_ = state_info_.value("stashed_adam_steps", nlohmann::json::object());
     if (!part.empty()) stashed_steps_[part] = state_info_.value("adam_steps", int64_t(0));
+    const int before_world = state_info_.value("world_size", 1);
+    if (before_world != world)
+      spdlog::info("resuming a run of {} process(es) on {}: the same global batch of {} sample(s) per step, split {} way(s); results differ from "
+                   "an uninterrupted run only in the order of summation",
+                   before_world, world, global_batch, world);
     const int64_t before_u = state_info_.value("unet_steps", unet_steps_), before_d = state_info_.value("decoder_steps", decoder_steps_);
     if (before_u != unet_steps_ || before_d != decoder_steps_)
       spdlog::info("continuing {} to a new length: UNet {} -> {} steps, decoder {} -> {} steps (done: {} and {})", resume_from_, before_u,
@@ -381,16 +459,20 @@ FinetuneSummary Trainer::run() {
   summary.unet_steps = unet_steps_;
   summary.decoder_steps = decoder_steps_;
   summary.start_step = done_.total();
-  spdlog::info("fine-tuning on {} shot(s) of {} class(es): {} UNet step(s), {} decoder step(s), batch {} x {} accumulation{}", n,
+  spdlog::info("fine-tuning on {} shot(s) of {} class(es): {} UNet step(s), {} decoder step(s), batch {} x {} accumulation{}{}", n,
                dataset.classes.size(), unet_steps_, decoder_steps_, t.batch_size, t.grad_accumulation,
+               world > 1 ? fmt::format(", split over {} ranks", world) : std::string(),
                done_.total() > 0 ? ", resuming at step " + std::to_string(done_.total()) : "");
 
   // train_log.csv: the steps before the resume point stay, later ones are redone
   const fs::path log_path = out / "train_log.csv";
-  std::ostringstream log_text;
-  read_train_log(log_path.string(), done_.total(), log_text, log_);
-  write_file_atomically(log_path.string(), log_text.str());
-  std::ofstream log_file(log_path, std::ios::app);
+  std::ofstream log_file;
+  if (pg_->is_main()) {
+    std::ostringstream log_text;
+    read_train_log(log_path.string(), done_.total(), log_text, log_);
+    write_file_atomically(log_path.string(), log_text.str());
+    log_file.open(log_path, std::ios::app);
+  }
 
   // 3. the loop: the UNet's steps, then the decoder's
   ProgressBar bar("finetune", total - done_.total(), "step");
@@ -405,9 +487,10 @@ FinetuneSummary Trainer::run() {
     const double loss = train_step(part, local, &mse, &lpips, &norm);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     log_.emplace_back(step, part, loss);
-    log_file << step << "," << part_name(part) << "," << std::setprecision(8) << loss << "," << mse << "," << lpips << "," << norm << ","
+    if (log_file.is_open())
+      log_file << step << "," << part_name(part) << "," << std::setprecision(8) << loss << "," << mse << "," << lpips << "," << norm << ","
              << t.lr << "," << secs << "\n";
-    log_file.flush();
+    if (log_file.is_open()) log_file.flush();
     if (part == kUnet) {
       if (summary.first_unet_loss == 0) summary.first_unet_loss = loss;
       summary.last_unet_loss = loss;
@@ -425,6 +508,7 @@ FinetuneSummary Trainer::run() {
     if ((t.save_every > 0 && done_.total() % t.save_every == 0) || finished || stopping) save_checkpoint(part);
     if (stopping) {
       bar.finish();
+      pg_->finish();
       spdlog::info("stopped after {} step(s) (--stop-after) at step {}/{}; continue with --resume", steps_run, done_.total(), total);
       summary.steps_run = steps_run;
       summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_time).count();
@@ -435,7 +519,8 @@ FinetuneSummary Trainer::run() {
   bar.finish();
   if (ema_ && current_part_ >= 0) ema_->swap_into(adam_->params());  // finish with the averaged weights
 
-  // 4. the final pipeline folder, with the shots it was tuned on
+  // 4. the final pipeline folder, with the shots it was tuned on (rank 0; the others wait for it)
+  check_ranks_agree(done_.total());
   PipelineWrite w;
   w.base = base_;
   w.target = (out / "model").string();
@@ -444,9 +529,12 @@ FinetuneSummary Trainer::run() {
                                 {"k", o_.shots}, {"unet_steps", unet_steps_}, {"decoder_steps", decoder_steps_},
                                 {"config", config_.to_yaml()}, {"train_hash", hash_}};
   w.text_files = {{"shots.json", json_text(shots_json_)}, {"anomalysd_finetune.json", json_text(about)}};
-  write_pipeline_folder(w, pipe_.unet, pipe_.vae);
-  write_loss_plot((out / "loss.png").string(), log_);
-  spdlog::info("wrote {} (and {}, {})", w.target, log_path.string(), (out / "loss.png").string());
+  if (pg_->is_main()) {
+    write_pipeline_folder(w, pipe_.unet, pipe_.vae);
+    write_loss_plot((out / "loss.png").string(), log_);
+    spdlog::info("wrote {} (and {}, {})", w.target, log_path.string(), (out / "loss.png").string());
+  }
+  pg_->finish();
 
   summary.steps_run = steps_run;
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_time).count();
@@ -459,9 +547,19 @@ FinetuneSummary Trainer::run() {
 }  // namespace finetune_detail
 
 FinetuneSummary run_finetune(const FinetuneOptions& options) {
-  const AppConfig config = load_app_config(options.config, options.overrides);
-  finetune_detail::Trainer trainer(config, options);
-  return trainer.run();
+  AppConfig config = load_app_config(options.config, options.overrides);
+  // One process, or one rank of several (torchrun / srun): each on its own device share.
+  const LaunchEnv env = read_launch_env();
+  config.runtime = runtime_for_rank(config.runtime, env);
+  const bool cuda = config.runtime.device == "auto" ? torch::cuda::is_available() : torch::Device(config.runtime.device).is_cuda();
+  const auto group = ProcessGroup::create(env, config.distributed, cuda);
+  try {
+    finetune_detail::Trainer trainer(config, options, group);
+    return trainer.run();
+  } catch (const std::exception& e) {
+    group->report_failure(e.what());  // the others name this rank and its reason, then exit too
+    throw;
+  }
 }
 
 }  // namespace anomalysd

@@ -100,9 +100,15 @@ void Trainer::restore_part_state(int part) {
 }
 
 void Trainer::save_checkpoint(int part) {
+  const int64_t next_step = done_.total();
+  // Several ranks: rank 0 saves what every rank holds; the others wait at the barrier meanwhile.
+  check_ranks_agree(next_step);
+  if (!pg_->is_main()) {
+    pg_->barrier("checkpoint-" + std::to_string(next_step));
+    return;
+  }
   const fs::path dir = fs::path(o_.output) / "checkpoints";
   fs::create_directories(dir);
-  const int64_t next_step = done_.total();
   char name[32];
   std::snprintf(name, sizeof name, "step-%07lld", static_cast<long long>(next_step));
   std::map<std::string, torch::Tensor> state = stashed_;  // the parts left behind
@@ -118,7 +124,7 @@ void Trainer::save_checkpoint(int part) {
                                {"adam_steps", adam_ ? adam_->steps() : 0}, {"stashed_adam_steps", stashed_steps_},
                                {"train_hash", hash_}, {"unet_steps", unet_steps_}, {"decoder_steps", decoder_steps_},
                                {"unet_done", done_.unet}, {"decoder_done", done_.decoder}, {"base", base_},
-                               {"loss_scale", loss_scale_}, {"good_steps", good_steps_},
+                               {"loss_scale", loss_scale_}, {"good_steps", good_steps_}, {"world_size", pg_->world_size()},
                                {"versions", {{"anomalysd", project_version()}, {"libtorch", libtorch_version()}}}};
   PipelineWrite w;
   w.base = base_;
@@ -137,6 +143,7 @@ void Trainer::save_checkpoint(int part) {
   for (std::size_t i = 0; i + static_cast<std::size_t>(config_.train.keep) < all.size(); ++i) fs::remove_all(all[i]);
   write_loss_plot((fs::path(o_.output) / "loss.png").string(), log_);
   spdlog::info("checkpoint: {}", w.target);
+  pg_->barrier("checkpoint-" + std::to_string(next_step));
 }
 
 }  // namespace finetune_detail

@@ -15,6 +15,7 @@
 
 #include "anomalysd/app/finetune.h"
 #include "anomalysd/core/app_config.h"
+#include "anomalysd/core/distributed.h"
 #include "anomalysd/data/dataset.h"
 #include "anomalysd/models/alexnet_lpips.h"
 #include "anomalysd/models/sd_pipeline.h"
@@ -62,7 +63,9 @@ Progress checkpoint_progress(const nlohmann::json& info);
 
 class Trainer {
  public:
-  Trainer(const AppConfig& config, const FinetuneOptions& o) : config_(config), o_(o) {}
+  // `group`: the ranks that train together (a single-process group when not launched as several).
+  Trainer(const AppConfig& config, const FinetuneOptions& o, std::shared_ptr<ProcessGroup> group)
+      : config_(config), o_(o), pg_(std::move(group)) {}
   FinetuneSummary run();
 
  private:
@@ -77,6 +80,9 @@ class Trainer {
   void enter_part(int part, int64_t local);
   double train_step(int part, int64_t local, double* mse, double* lpips, double* grad_norm);
   int64_t steps_for(const char* what, int64_t steps, int64_t epochs) const;
+  // several ranks: rank 0's weights everywhere, and the check that every rank still holds them
+  void synchronize_weights();
+  void check_ranks_agree(int64_t step);
 
   // checkpoints (finetune_checkpoints.cpp)
   void save_checkpoint(int part);
@@ -85,6 +91,7 @@ class Trainer {
 
   AppConfig config_;
   FinetuneOptions o_;
+  std::shared_ptr<ProcessGroup> pg_;
   Runtime rt_;
   std::string base_;
   SdPipeline pipe_;

@@ -192,8 +192,14 @@ struct EvalCli {
 };
 
 int run_eval_cli(EvalCli o) {
-  if (!o.shard.empty()) std::tie(o.options.shard_index, o.options.shard_count) = anomalysd::parse_shard(o.shard);
+  if (o.shard == "auto")
+    o.options.shard_auto = true;
+  else if (!o.shard.empty())
+    std::tie(o.options.shard_index, o.options.shard_count) = anomalysd::parse_shard(o.shard);
   const anomalysd::EvalSummary s = anomalysd::run_eval(o.options);
+  if (!s.shard_output.empty())
+    std::printf("%s\n", s.merged ? ("the union of every shard (" + s.shard_output + "/.. holds each)").c_str()
+                                   : ("this shard only (" + s.shard_output + "); the merged table is written to " + s.output).c_str());
   std::cout << anomalysd::results_table(s.results);
   if (!s.variant_results.empty()) {
     std::vector<anomalysd::RunResults> all{s.results};
@@ -207,8 +213,12 @@ int run_eval_cli(EvalCli o) {
     for (const auto& [cls, sec] : s.seconds_per_class) std::printf("; %s %.2f", cls.c_str(), sec);
     std::printf("\n");
   }
-  std::printf("wrote %s/{run.json, shots.json, maps/, scores.csv, metrics.json, metrics.csv, table.md, report.html, report.png}\n",
-              s.output.c_str());
+  if (s.merged)
+    std::printf("wrote %s/{metrics.json, metrics.csv, table.md, report.html, report.png} and each shard's run under %s/shards/\n",
+                s.output.c_str(), s.output.c_str());
+  else
+    std::printf("wrote %s/{run.json, shots.json, maps/, scores.csv, metrics.json, metrics.csv, table.md, report.html, report.png}\n",
+                (s.shard_output.empty() ? s.output : s.shard_output).c_str());
   return 0;
 }
 
@@ -361,7 +371,9 @@ int main(int argc, char** argv) {
   eval_cmd->add_option("--output", eval.options.output, "Output folder (rerun the same command to resume)")->required();
   eval_cmd->add_option("--classes", eval.options.classes, "Classes (default: all)");
   eval_cmd->add_option("--shots-file", eval.options.shots_file, "Reuse a shots.json (the one finetune wrote for a fine-tuned model)");
-  eval_cmd->add_option("--shard", eval.shard, "I/N: evaluate the I-th of N shares of the test images");
+  eval_cmd->add_option("--shard", eval.shard,
+                       "I/N: evaluate the I-th of N shares of the test images; auto: the share of this rank (torchrun, srun) or Slurm "
+                       "array task, in <output>/shards/, with the merged table written to <output> at the end");
   eval_cmd->add_option("--limit-per-class", eval.options.limit_per_class, "Only the first N test images of each class (normal and anomalous alike)");
   eval_cmd->add_option("--setting", eval.options.setting, "Table label of the setting (default: K-shot)");
   eval_cmd->add_option("--method", eval.options.method, "Table label of the method (e.g. for ablations)")->capture_default_str();

@@ -109,6 +109,14 @@ TrainConfig TrainConfig::from_config(ConfigSection& s) {
   return c;
 }
 
+DistributedConfig DistributedConfig::from_config(ConfigSection& section) {
+  DistributedConfig c;
+  c.backend = section.get_choice("backend", c.backend, {"auto", "gloo", "nccl"});
+  c.timeout_s = section.get_double("timeout_s", c.timeout_s, 1.0, 7.0 * 24 * 3600);
+  section.finish();
+  return c;
+}
+
 AppConfig AppConfig::from_source(const ConfigSource& source) {
   ConfigSection root = ConfigSection::root(source);
   AppConfig c;
@@ -123,6 +131,8 @@ AppConfig AppConfig::from_source(const ConfigSource& source) {
   c.features = FeaturesConfig::from_config(features);
   ConfigSection train = root.section("train");
   c.train = TrainConfig::from_config(train);
+  ConfigSection distributed = root.section("distributed");
+  c.distributed = DistributedConfig::from_config(distributed);
   root.finish();
   c.source = source.name.rfind('<', 0) == 0 ? "" : source.name;
   return c;
@@ -201,6 +211,10 @@ std::string AppConfig::to_yaml() const {
   out << YAML::Key << "rotation" << YAML::Value << t.augment.rotation;
   out << YAML::Key << "probability" << YAML::Value << t.augment.probability;
   out << YAML::EndMap;
+  out << YAML::EndMap;
+  out << YAML::Key << "distributed" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "backend" << YAML::Value << distributed.backend;
+  out << YAML::Key << "timeout_s" << YAML::Value << distributed.timeout_s;
   out << YAML::EndMap;
 
   out << YAML::EndMap;

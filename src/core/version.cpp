@@ -15,6 +15,7 @@
 #include "anomalysd/models/cpu_gemm.h"
 
 #include "anomalysd/core/runtime.h"
+#include "anomalysd/core/distributed.h"
 #include "anomalysd_version.h"  // generated: ANOMALYSD_VERSION
 
 namespace anomalysd {
@@ -73,6 +74,7 @@ std::string version_report() {
   const std::string bf16 = cpu_native_bf16();
   s << "CPU bfloat16: " << (bf16.empty() ? "emulated (no AVX512-BF16 / AMX-BF16): dtype bfloat16 is slower than float32 here"
                                           : "native (" + bf16 + "): dtype bfloat16 runs the SD parts on it") << "\n";
+  s << "Distributed: " << distributed_support() << "\n";
   if (torch::cuda::is_available()) {
     s << "CUDA: available, " << torch::cuda::device_count() << " device(s)";
     s << (torch::cuda::cudnn_is_available() ? ", cuDNN available" : "") << "\n";

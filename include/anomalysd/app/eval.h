@@ -35,6 +35,11 @@ struct EvalOptions {
   std::vector<std::string> classes;    // empty = all
   std::string shots_file;              // reuse a shots.json (e.g. the one finetune wrote)
   int64_t shard_index = 0, shard_count = 1;
+  // --shard auto: the shard from the process group (RANK/WORLD_SIZE, Slurm's SLURM_PROCID/NTASKS)
+  // or a Slurm job array (SLURM_ARRAY_TASK_ID/COUNT), each in <output>/shards/<i>-of-<n>/; the
+  // merged metrics.json, table.md and report of the union are written to <output> by rank 0 once
+  // every rank is done (a job array: by the task that completes the set). Without either: one run.
+  bool shard_auto = false;
   int64_t limit_per_class = 0;         // 0 = all test images
   bool overwrite = false;              // discard a previous run with another config
   std::string setting;                 // table label; default "<K>-shot"
@@ -56,6 +61,10 @@ struct EvalSummary {
   double seconds_per_image = 0;  // of the images computed now
   std::map<std::string, double> seconds_per_class;  // average per computed image
   std::string output;
+  // --shard auto: this process's shard folder, and whether `results` is the union (rank 0, or the
+  // job array's last task) rather than that shard's.
+  std::string shard_output;
+  bool merged = false;
 };
 
 EvalSummary run_eval(const EvalOptions& options);

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "anomalysd/core/distributed_config.h"
 #include "anomalysd/core/runtime.h"
 
 namespace anomalysd {
@@ -100,6 +101,7 @@ struct AppConfig {
   InferenceConfig inference;
   FeaturesConfig features;
   TrainConfig train;
+  DistributedConfig distributed;      // several processes as one job (core/distributed.h); not part of any result's identity
   std::string source;                 // the config file, or "" for the embedded default
 
   static AppConfig from_source(const ConfigSource& source);

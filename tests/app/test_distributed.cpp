@@ -1,0 +1,536 @@
+// Several processes as one job (core/distributed.h) on loopback: the launch variables, the
+// bucketed collectives, and `finetune` / `eval` run by two ranks the way torchrun starts them (the
+// variables set by hand: Debian 12's torchrun crashes at start). Every wait is bounded.
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <set>
+#include <thread>
+
+#include <gtest/gtest.h>
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include "anomalysd/app/eval.h"
+#include "anomalysd/app/finetune.h"
+#include "anomalysd/core/distributed.h"
+#include "anomalysd/io/errors.h"
+#include "anomalysd/io/json_file.h"
+#include "anomalysd/io/safetensors.h"
+#include "anomalysd/io/tensor_io.h"
+#include "anomalysd/metrics/results.h"
+#include "anomalysd/models/sd_pipeline.h"
+#include "anomalysd/train/checkpoint.h"
+#include "app/app_fixtures.h"
+#include "test_support.h"
+
+namespace anomalysd {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+// Sets (or, with nullopt, removes) environment variables for a scope, restoring them after.
+class ScopedEnv {
+ public:
+  explicit ScopedEnv(const std::map<std::string, std::optional<std::string>>& vars) {
+    for (const auto& [k, v] : vars) {
+      const char* old = std::getenv(k.c_str());
+      saved_[k] = old ? std::optional<std::string>(old) : std::nullopt;
+      if (v) setenv(k.c_str(), v->c_str(), 1);
+      else unsetenv(k.c_str());
+    }
+  }
+  ~ScopedEnv() {
+    for (const auto& [k, v] : saved_) {
+      if (v) setenv(k.c_str(), v->c_str(), 1);
+      else unsetenv(k.c_str());
+    }
+  }
+
+ private:
+  std::map<std::string, std::optional<std::string>> saved_;
+};
+
+// Every launch variable unset: the test process itself is never a rank.
+const std::map<std::string, std::optional<std::string>> kNoLaunch = {
+    {"RANK", std::nullopt},          {"WORLD_SIZE", std::nullopt},         {"LOCAL_RANK", std::nullopt},
+    {"LOCAL_WORLD_SIZE", std::nullopt}, {"MASTER_ADDR", std::nullopt},     {"MASTER_PORT", std::nullopt},
+    {"SLURM_PROCID", std::nullopt},  {"SLURM_NTASKS", std::nullopt},       {"SLURM_LOCALID", std::nullopt},
+    {"SLURM_NTASKS_PER_NODE", std::nullopt}, {"SLURM_ARRAY_TASK_ID", std::nullopt}, {"SLURM_ARRAY_TASK_COUNT", std::nullopt},
+    {"SLURM_ARRAY_TASK_MIN", std::nullopt}, {"SLURM_ARRAY_TASK_STEP", std::nullopt}};
+
+ScopedEnv launch_env(std::map<std::string, std::optional<std::string>> vars) {
+  for (const auto& [k, v] : kNoLaunch) vars.emplace(k, v);  // the given ones win
+  return ScopedEnv(vars);
+}
+
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  socklen_t len = sizeof a;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    ::close(fd);
+    return 29500 + static_cast<int>(::getpid() % 1000);
+  }
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+// One rank: the CLI with RANK/WORLD_SIZE/LOCAL_RANK/MASTER_* set as torchrun sets them.
+struct RankProcess {
+  pid_t pid = -1;
+  fs::path log;
+  int exit_code = -100;  // after wait(): the exit code, or -signal
+  double seconds = 0;    // from start (or from `since`) to exit
+};
+
+RankProcess start_rank(int rank, int world, int port, const std::string& args, const fs::path& log) {
+  RankProcess p;
+  p.log = log;
+  p.pid = fork();
+  if (p.pid == 0) {
+    for (const auto& [k, v] : kNoLaunch) unsetenv(k.c_str());
+    setenv("RANK", std::to_string(rank).c_str(), 1);
+    setenv("WORLD_SIZE", std::to_string(world).c_str(), 1);
+    setenv("LOCAL_RANK", std::to_string(rank).c_str(), 1);
+    setenv("LOCAL_WORLD_SIZE", std::to_string(world).c_str(), 1);
+    setenv("MASTER_ADDR", "127.0.0.1", 1);
+    setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
+    execl("/bin/sh", "sh", "-c", (std::string("exec ") + ANOMALYSD_CLI + " " + args + " > " + log.string() + " 2>&1").c_str(), nullptr);
+    _exit(127);
+  }
+  return p;
+}
+
+// Waits for the process until `deadline`; kills it (and fails the test) past that.
+void wait_rank(RankProcess& p, Clock::time_point deadline, Clock::time_point since) {
+  int status = 0;
+  while (Clock::now() < deadline) {
+    if (waitpid(p.pid, &status, WNOHANG) == p.pid) {
+      p.seconds = std::chrono::duration<double>(Clock::now() - since).count();
+      p.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  kill(p.pid, SIGKILL);
+  waitpid(p.pid, &status, 0);
+  ADD_FAILURE() << "rank process " << p.pid << " still running at its deadline; killed. Its log:\n" << test::read_bytes(p.log.string());
+  p.exit_code = -SIGKILL;
+}
+
+// Runs `world` ranks of the CLI to completion (bounded); returns them with their exit codes.
+std::vector<RankProcess> run_ranks(int world, const std::string& args, const fs::path& log_prefix, int seconds = 240) {
+  const int port = free_port();
+  std::vector<RankProcess> ranks;
+  const auto start = Clock::now();
+  for (int r = 0; r < world; ++r) ranks.push_back(start_rank(r, world, port, args, log_prefix.string() + "." + std::to_string(r) + ".log"));
+  for (auto& p : ranks) wait_rank(p, start + std::chrono::seconds(seconds), start);
+  return ranks;
+}
+
+std::string logs(const std::vector<RankProcess>& ranks) {
+  std::string s;
+  for (std::size_t r = 0; r < ranks.size(); ++r) s += "--- rank " + std::to_string(r) + " log:\n" + test::read_bytes(ranks[r].log.string());
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+TEST(LaunchEnv, TorchrunAndSlurmVariablesAndErrorsThatNameTheVariable) {
+  {
+    auto env = launch_env({});
+    const LaunchEnv e = read_launch_env();
+    EXPECT_EQ(e.world_size, 1);
+    EXPECT_FALSE(e.distributed());
+    EXPECT_EQ(read_array_task().count, 0);
+  }
+  {
+    auto env = launch_env({{"RANK", "3"}, {"WORLD_SIZE", "4"}, {"LOCAL_RANK", "1"}, {"LOCAL_WORLD_SIZE", "2"},
+                           {"MASTER_ADDR", "node7"}, {"MASTER_PORT", "29511"}});
+    const LaunchEnv e = read_launch_env();
+    EXPECT_EQ(e.rank, 3);
+    EXPECT_EQ(e.world_size, 4);
+    EXPECT_EQ(e.local_rank, 1);
+    EXPECT_EQ(e.local_world_size, 2);
+    EXPECT_EQ(e.master_addr, "node7");
+    EXPECT_EQ(e.master_port, 29511);
+    EXPECT_EQ(e.launcher, "torchrun");
+    // cuda:LOCAL_RANK for the device, and the cores shared among the machine's ranks.
+    RuntimeConfig rc;
+    rc.device = "cuda";
+    const RuntimeConfig mine = runtime_for_rank(rc, e);
+    EXPECT_EQ(mine.device, "cuda:1");
+    EXPECT_EQ(mine.threads, std::max(1, default_thread_count() / 2));
+  }
+  {  // srun: SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID, with MASTER_* exported by the batch script
+    auto env = launch_env({{"SLURM_PROCID", "5"}, {"SLURM_NTASKS", "8"}, {"SLURM_LOCALID", "1"}, {"SLURM_NTASKS_PER_NODE", "4(x2)"},
+                           {"MASTER_ADDR", "10.0.0.1"}, {"MASTER_PORT", "29500"}});
+    const LaunchEnv e = read_launch_env();
+    EXPECT_EQ(e.launcher, "slurm");
+    EXPECT_EQ(e.rank, 5);
+    EXPECT_EQ(e.world_size, 8);
+    EXPECT_EQ(e.local_rank, 1);
+    EXPECT_EQ(e.local_world_size, 4);
+  }
+  {  // one Slurm task (e.g. a job array's) is a single process
+    auto env = launch_env({{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "1"}});
+    EXPECT_FALSE(read_launch_env().distributed());
+  }
+  auto message = [](const std::map<std::string, std::optional<std::string>>& vars) {
+    auto env = launch_env(vars);
+    try {
+      read_launch_env();
+    } catch (const InputError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(message({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_PORT", "1"}}).find("MASTER_ADDR"), std::string::npos);
+  EXPECT_NE(message({{"RANK", "2"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "a"}, {"MASTER_PORT", "1"}}).find("RANK='2'"), std::string::npos);
+  EXPECT_NE(message({{"RANK", "0"}}).find("WORLD_SIZE"), std::string::npos);
+  EXPECT_NE(message({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "a"}, {"MASTER_PORT", "http"}}).find("MASTER_PORT='http'"),
+            std::string::npos);
+
+  {  // a job array: the task's place from its id, minimum and step
+    auto env = launch_env({{"SLURM_ARRAY_TASK_ID", "14"}, {"SLURM_ARRAY_TASK_COUNT", "4"}, {"SLURM_ARRAY_TASK_MIN", "10"},
+                           {"SLURM_ARRAY_TASK_STEP", "2"}});
+    const ArrayTask a = read_array_task();
+    EXPECT_EQ(a.index, 2);
+    EXPECT_EQ(a.count, 4);
+  }
+  {
+    auto env = launch_env({{"SLURM_ARRAY_TASK_ID", "7"}, {"SLURM_ARRAY_TASK_COUNT", "4"}});
+    EXPECT_THROW(read_array_task(), InputError);
+  }
+}
+
+TEST(ProcessGroupMath, RankSharesPartitionTheBatchAndBucketsRespectTheirSize) {
+  for (int world : {1, 2, 3, 5})
+    for (int64_t n : {5, 8, 13}) {
+      int64_t next = 100;
+      for (int r = 0; r < world; ++r) {
+        const auto [begin, count] = rank_share(100, n, r, world);
+        EXPECT_EQ(begin, next) << "contiguous, in rank order";
+        EXPECT_GE(count, n / world);
+        EXPECT_LE(count, n / world + 1);
+        next = begin + count;
+      }
+      EXPECT_EQ(next, 100 + n) << "every sample exactly once";
+    }
+  // 4-byte floats: 10 + 10 fit 100 bytes, the 30-element one starts a bucket, a 40-element one
+  // (160 bytes) is a bucket alone, and the next tensor starts a new one.
+  const std::vector<at::Tensor> t = {torch::zeros({10}), torch::zeros({10}), at::Tensor(), torch::zeros({30}), torch::zeros({40}),
+                                     torch::zeros({2})};
+  const auto buckets = plan_buckets(t, 100);
+  ASSERT_EQ(buckets.size(), 4u);
+  EXPECT_EQ(buckets[0], (std::vector<std::size_t>{0, 1}));
+  EXPECT_EQ(buckets[1], (std::vector<std::size_t>{3}));
+  EXPECT_EQ(buckets[2], (std::vector<std::size_t>{4}));
+  EXPECT_EQ(buckets[3], (std::vector<std::size_t>{5}));
+}
+
+// Two ranks in one process (one thread each): the real TCPStore and Gloo.
+TEST(ProcessGroup, BucketedAllReduceBroadcastAndAFailureNamedAcrossTwoRanks) {
+  auto env = launch_env({});
+  const int port = free_port();
+  DistributedConfig config;
+  config.timeout_s = 20;
+  std::vector<std::vector<at::Tensor>> results(2);
+  std::vector<std::string> errors(2);
+  std::vector<std::string> shared(2);
+  auto rank_main = [&](int rank) {
+    try {
+      LaunchEnv e;
+      e.rank = e.local_rank = rank;
+      e.world_size = e.local_world_size = 2;
+      e.master_addr = "127.0.0.1";
+      e.master_port = port;
+      e.launcher = "test";
+      auto pg = ProcessGroup::create(e, config, false);
+      EXPECT_TRUE(pg->active());
+      EXPECT_EQ(pg->backend(), "gloo");
+      // Mixed dtypes and a non-contiguous tensor, in buckets smaller than some tensors.
+      std::vector<at::Tensor> t = {torch::full({3, 4}, 1.0f + rank), torch::arange(10, torch::kDouble) * (rank + 1),
+                                   torch::full({4, 3}, 2.0f * rank).t(), torch::full({50}, 0.5f + rank)};
+      pg->all_reduce_sum(t, "test sum", 64);
+      std::vector<at::Tensor> b = {torch::full({5}, 10.0f * (rank + 1)), torch::full({2, 2}, static_cast<double>(rank))};
+      pg->broadcast(b, 1, "test broadcast", 16);
+      t.insert(t.end(), b.begin(), b.end());
+      results[rank] = t;
+      const auto [lo, hi] = pg->min_max(rank == 0 ? 3.0 : -1.5, "test min/max");
+      EXPECT_EQ(lo, -1.5);
+      EXPECT_EQ(hi, 3.0);
+      shared[rank] = pg->share("word", rank == 0 ? "from rank 0" : "ignored");
+      pg->barrier("middle");
+      // Rank 1 fails; rank 0, waiting at a barrier, names it and its reason.
+      if (rank == 1) {
+        pg->report_failure("the loss is nan");
+        return;
+      }
+      pg->barrier("never complete");
+    } catch (const std::exception& e) {
+      errors[rank] = e.what();
+    }
+  };
+  const auto level = spdlog::get_level();
+  std::thread r1(rank_main, 1);
+  rank_main(0);
+  r1.join();
+  spdlog::set_level(level);  // a rank's logging set-up is process-wide: undone for the other tests
+  spdlog::set_pattern("[%H:%M:%S.%e] [%^%l%$] %v");
+  for (int r = 0; r < 2; ++r) {
+    ASSERT_EQ(results[r].size(), 6u) << errors[r];
+    EXPECT_TRUE(torch::equal(results[r][0], torch::full({3, 4}, 3.0f)));
+    EXPECT_TRUE(torch::equal(results[r][1], torch::arange(10, torch::kDouble) * 3));
+    EXPECT_TRUE(torch::equal(results[r][2], torch::full({3, 4}, 2.0f)));
+    EXPECT_TRUE(torch::equal(results[r][3], torch::full({50}, 2.0f)));
+    EXPECT_TRUE(torch::equal(results[r][4], torch::full({5}, 20.0f)));
+    EXPECT_TRUE(torch::equal(results[r][5], torch::full({2, 2}, 1.0, torch::kDouble)));
+    EXPECT_EQ(shared[r], "from rank 0");
+  }
+  EXPECT_NE(errors[0].find("rank 1 failed: the loss is nan"), std::string::npos) << errors[0];
+  EXPECT_NE(errors[0].find("barrier 'never complete'"), std::string::npos) << errors[0];
+}
+
+// ---------------------------------------------------------------------------------------------
+// finetune and eval as two processes
+
+struct JobFixture {
+  test::TempDir tmp;
+  std::vector<std::string> overrides;
+  std::string model;
+  explicit JobFixture(const fs::path& fixtures, const std::vector<std::string>& extra) {
+    overrides = test::small_run_overrides(tmp.path() / "weights");
+    for (const auto& o : extra) overrides.push_back(o);
+    test::make_textured_dataset(tmp.path() / "data", {"alpha", "beta"}, 3, 2, 2);
+    model = (fixtures / "pipeline_sd2_inpaint_tiny").string();
+  }
+  FinetuneOptions finetune(const std::string& out) const {
+    FinetuneOptions o;
+    o.overrides = overrides;
+    o.model = model;
+    o.dataset = "folder";
+    o.root = (tmp.path() / "data").string();
+    o.shots = 2;
+    o.output = (tmp.path() / out).string();
+    return o;
+  }
+  std::string finetune_args(const std::string& out, const std::string& extra = "") const {
+    std::string a = "finetune --model " + model + " --dataset folder --root " + (tmp.path() / "data").string() + " --shots 2 --output " +
+                    (tmp.path() / out).string() + " " + extra;
+    for (const auto& o : overrides) a += " --set " + o;
+    return a;
+  }
+  fs::path logs(const std::string& name) const { return tmp.path() / name; }
+};
+
+// The largest difference of two saved models relative to each tensor's largest value.
+double max_relative_difference(const fs::path& a, const fs::path& b) {
+  double worst = 0;
+  for (const char* part : {"unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors"}) {
+    const auto ta = load_all((a / part).string()), tb = load_all((b / part).string());
+    EXPECT_EQ(ta.size(), tb.size());
+    for (const auto& [k, v] : ta) {
+      const torch::Tensor x = v.to(torch::kDouble), y = tb.at(k).to(torch::kDouble);
+      const double scale = std::max(x.abs().max().item<double>(), 1e-12);
+      worst = std::max(worst, (x - y).abs().max().item<double>() / scale);
+    }
+  }
+  return worst;
+}
+
+std::vector<std::string> lines_of(const fs::path& p) {
+  std::ifstream in(p);
+  std::vector<std::string> out;
+  for (std::string line; std::getline(in, line);) out.push_back(line);
+  return out;
+}
+
+std::set<std::string> checkpoint_names(const fs::path& output) {
+  std::set<std::string> out;
+  if (fs::is_directory(output / "checkpoints"))
+    for (const auto& e : fs::directory_iterator(output / "checkpoints")) out.insert(e.path().filename().string());
+  return out;
+}
+
+const std::vector<std::string> kTrainSettings = {"train.unet_steps=6",  "train.decoder_steps=2", "train.batch_size=4", "train.save_every=3",
+                                                 "train.keep=10",       "train.ema_decay=0.9",   "train.log_every=100", "threads=1"};
+
+TEST(DistributedFinetune, TwoRanksEqualOneProcessWithTheSameGlobalBatchAndWriteOnce) {
+  ANOMALYSD_REQUIRE_FIXTURES(fixtures);
+  auto env = launch_env({});
+  JobFixture f(fixtures, kTrainSettings);
+  const FinetuneSummary one = run_finetune(f.finetune("one"));
+  ASSERT_TRUE(one.finished);
+  const auto ranks = run_ranks(2, "--log-level info " + f.finetune_args("two"), f.logs("two"));
+  for (const auto& r : ranks) ASSERT_EQ(r.exit_code, 0) << logs(ranks);
+  // Only the order of summation differs (each rank sums its 2 of the step's 4 samples).
+  const double diff = max_relative_difference(f.tmp.path() / "one/model", f.tmp.path() / "two/model");
+  EXPECT_LE(diff, 1e-5);
+  // ... and training happened: the model moved away from the base.
+  EXPECT_GT(max_relative_difference(f.tmp.path() / "one/model", fs::path(f.model)), 1e-4);
+  // Written once, by rank 0: one log line per step, the same checkpoints as one process.
+  const auto log_lines = lines_of(f.tmp.path() / "two/train_log.csv");
+  ASSERT_EQ(log_lines.size(), 1u + 8u);
+  for (int step = 0; step < 8; ++step) EXPECT_EQ(log_lines[1 + step].substr(0, log_lines[1 + step].find(',')), std::to_string(step));
+  EXPECT_EQ(checkpoint_names(f.tmp.path() / "two"), checkpoint_names(f.tmp.path() / "one"));
+  EXPECT_EQ(read_json_file((f.tmp.path() / "two/checkpoints/step-0000006/training_state.json").string())["world_size"], 2);
+  const std::string log0 = test::read_bytes(ranks[0].log.string()), log1 = test::read_bytes(ranks[1].log.string());
+  EXPECT_NE(log0.find("rank 0/2 (local 0), backend gloo, master 127.0.0.1:"), std::string::npos) << log0;
+  EXPECT_NE(log1.find("rank 1/2 (local 1), backend gloo, master 127.0.0.1:"), std::string::npos) << log1;
+  EXPECT_NE(log0.find("checkpoint: "), std::string::npos);
+  EXPECT_EQ(log1.find("checkpoint: "), std::string::npos) << "rank 1 reports no progress and writes nothing";
+}
+
+TEST(DistributedFinetune, ResumesWithTheSameWorldSizeBitForBitAndWithAnotherOneAtTheSameGlobalBatch) {
+  ANOMALYSD_REQUIRE_FIXTURES(fixtures);
+  auto env = launch_env({});
+  JobFixture f(fixtures, kTrainSettings);
+  const auto whole = run_ranks(2, f.finetune_args("whole"), f.logs("whole"));
+  for (const auto& r : whole) ASSERT_EQ(r.exit_code, 0) << logs(whole);
+  const auto stopped = run_ranks(2, f.finetune_args("part", "--stop-after 4"), f.logs("part"));
+  for (const auto& r : stopped) ASSERT_EQ(r.exit_code, 0) << logs(stopped);
+  ASSERT_EQ(newest_checkpoint((f.tmp.path() / "part").string()), (f.tmp.path() / "part/checkpoints/step-0000004").string());
+  ASSERT_FALSE(fs::exists(f.tmp.path() / "part/model"));
+  fs::copy(f.tmp.path() / "part", f.tmp.path() / "part-on-one", fs::copy_options::recursive);
+  // The same world size: every rank sees the very samples it would have, so bit for bit.
+  const auto resumed = run_ranks(2, f.finetune_args("part", "--resume"), f.logs("resumed"));
+  for (const auto& r : resumed) ASSERT_EQ(r.exit_code, 0) << logs(resumed);
+  for (const char* file : {"model/unet/diffusion_pytorch_model.safetensors", "model/vae/diffusion_pytorch_model.safetensors"})
+    EXPECT_EQ(test::read_bytes((f.tmp.path() / "whole" / file).string()), test::read_bytes((f.tmp.path() / "part" / file).string())) << file;
+  // One process continues the two ranks' run: the same global batch, summed in another order.
+  FinetuneOptions one = f.finetune("part-on-one");
+  one.resume = true;
+  const FinetuneSummary s = run_finetune(one);
+  ASSERT_TRUE(s.finished);
+  EXPECT_EQ(s.start_step, 4);
+  EXPECT_LE(max_relative_difference(f.tmp.path() / "whole/model", f.tmp.path() / "part-on-one/model"), 1e-5);
+  EXPECT_EQ(lines_of(f.tmp.path() / "part-on-one/train_log.csv").size(), 1u + 8u);
+}
+
+TEST(DistributedFinetune, AKilledRankMakesTheOtherExitWithinTheTimeoutNamingItAndNoHalfCheckpoint) {
+  ANOMALYSD_REQUIRE_FIXTURES(fixtures);
+  auto env = launch_env({});
+  const double timeout_s = 30;
+  std::vector<std::string> settings = kTrainSettings;
+  settings.push_back("train.unet_steps=400");
+  settings.push_back("train.save_every=2");
+  settings.push_back("train.keep=2");
+  settings.push_back("distributed.timeout_s=" + std::to_string(static_cast<int>(timeout_s)));
+  JobFixture f(fixtures, settings);
+  for (const int victim : {1, 0}) {
+    const std::string out = "killed-" + std::to_string(victim);
+    const int port = free_port();
+    const std::string args = f.finetune_args(out);
+    std::vector<RankProcess> ranks;
+    const auto start = Clock::now();
+    for (int r = 0; r < 2; ++r) ranks.push_back(start_rank(r, 2, port, args, f.logs(out + "." + std::to_string(r) + ".log")));
+    // Mid-run: a few steps logged and a checkpoint written.
+    const fs::path log = f.tmp.path() / out / "train_log.csv";
+    while (lines_of(log).size() < 6 && Clock::now() < start + std::chrono::seconds(120))
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    ASSERT_GE(lines_of(log).size(), 6u) << logs(ranks);
+    kill(ranks[static_cast<std::size_t>(victim)].pid, SIGKILL);
+    const auto killed_at = Clock::now();
+    RankProcess& survivor = ranks[static_cast<std::size_t>(1 - victim)];
+    wait_rank(ranks[static_cast<std::size_t>(victim)], killed_at + std::chrono::seconds(10), killed_at);
+    wait_rank(survivor, killed_at + std::chrono::seconds(static_cast<int>(timeout_s) + 15), killed_at);
+    EXPECT_NE(survivor.exit_code, 0) << logs(ranks);
+    EXPECT_LE(survivor.seconds, timeout_s) << "exited " << survivor.seconds << " s after the kill";
+    const std::string said = test::read_bytes(survivor.log.string());
+    EXPECT_NE(said.find("error: rank " + std::to_string(1 - victim)), std::string::npos) << said;
+    EXPECT_NE(said.find("rank " + std::to_string(victim) + (victim == 0 ? " is gone" : " stopped")), std::string::npos) << said;
+    // Every checkpoint left loads; no final model.
+    ASSERT_FALSE(newest_checkpoint((f.tmp.path() / out).string()).empty());
+    for (const auto& name : checkpoint_names(f.tmp.path() / out)) {
+      if (name[0] == '.') continue;  // an interrupted save: never read
+      EXPECT_NO_THROW(load_sd_pipeline((f.tmp.path() / out / "checkpoints" / name).string())) << name;
+    }
+    EXPECT_FALSE(fs::exists(f.tmp.path() / out / "model"));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+void expect_same_metrics(const RunResults& a, const RunResults& b) {
+  ASSERT_EQ(a.classes.size(), b.classes.size());
+  for (std::size_t i = 0; i < a.classes.size(); ++i) {
+    EXPECT_EQ(a.classes[i].name, b.classes[i].name);
+    EXPECT_EQ(a.classes[i].image_auroc, b.classes[i].image_auroc);
+    EXPECT_EQ(a.classes[i].image_ap, b.classes[i].image_ap);
+    EXPECT_EQ(a.classes[i].image_f1_max, b.classes[i].image_f1_max);
+    EXPECT_EQ(a.classes[i].pixel_auroc, b.classes[i].pixel_auroc);
+    EXPECT_EQ(a.classes[i].pixel_pro, b.classes[i].pixel_pro);
+    EXPECT_EQ(a.classes[i].test_images, b.classes[i].test_images);
+  }
+}
+
+TEST(DistributedEval, TwoRanksAndAJobArrayWriteTheUnshardedMetricsExactly) {
+  ANOMALYSD_REQUIRE_FIXTURES(fixtures);
+  auto env = launch_env({});
+  JobFixture f(fixtures, {"threads=1"});
+  EvalOptions o;
+  o.overrides = f.overrides;
+  o.dataset = "folder";
+  o.root = (f.tmp.path() / "data").string();
+  o.model = f.model;
+  o.shots = 1;
+  o.output = (f.tmp.path() / "full").string();
+  const EvalSummary full = run_eval(o);
+  ASSERT_EQ(full.images, 8);
+
+  std::string args = "eval --shard auto --dataset folder --root " + o.root + " --model " + o.model + " --shots 1 --output " +
+                     (f.tmp.path() / "job").string();
+  for (const auto& s : f.overrides) args += " --set " + s;
+  const auto ranks = run_ranks(2, args, f.logs("job"));
+  for (const auto& r : ranks) ASSERT_EQ(r.exit_code, 0) << logs(ranks);
+  const RunResults merged = RunResults::load((f.tmp.path() / "job/metrics.json").string());
+  expect_same_metrics(merged, full.results);
+  for (const char* file : {"table.md", "report.html", "report.png", "shards/0-of-2/run.json", "shards/1-of-2/run.json"})
+    EXPECT_TRUE(fs::is_regular_file(f.tmp.path() / "job" / file)) << file;
+  EXPECT_EQ(read_json_file((f.tmp.path() / "job/shards/1-of-2/run.json").string())["shard"], nlohmann::json::array({1, 2}));
+  // The whole job again: each rank finds its part done.
+  const auto again = run_ranks(2, args, f.logs("again"));
+  for (const auto& r : again) {
+    ASSERT_EQ(r.exit_code, 0) << logs(again);
+    EXPECT_NE(test::read_bytes(r.log.string()).find("(0 computed now, 4 from a previous run)"), std::string::npos) << logs(again);
+  }
+  expect_same_metrics(RunResults::load((f.tmp.path() / "job/metrics.json").string()), full.results);
+
+  // A Slurm job array of two tasks, one after the other: the second one completes the set and merges.
+  EvalOptions array = o;
+  array.output = (f.tmp.path() / "array").string();
+  array.shard_auto = true;
+  EvalSummary first, second;
+  {
+    auto task = launch_env({{"SLURM_ARRAY_TASK_ID", "1"}, {"SLURM_ARRAY_TASK_COUNT", "2"}});
+    first = run_eval(array);
+  }
+  EXPECT_FALSE(first.merged);
+  EXPECT_EQ(first.images, 4);
+  EXPECT_FALSE(fs::exists(f.tmp.path() / "array/metrics.json"));
+  {
+    auto task = launch_env({{"SLURM_ARRAY_TASK_ID", "0"}, {"SLURM_ARRAY_TASK_COUNT", "2"}});
+    second = run_eval(array);
+  }
+  EXPECT_TRUE(second.merged);
+  expect_same_metrics(second.results, full.results);
+  expect_same_metrics(RunResults::load((f.tmp.path() / "array/metrics.json").string()), full.results);
+}
+
+}  // namespace
+}  // namespace anomalysd
