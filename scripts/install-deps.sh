@@ -6,6 +6,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build ccache pkg-config
+  # libgloo-dev: the headers of Gloo, the CPU backend of LibTorch's c10d (multi-process finetune/eval)
   libtorch-dev libgloo-dev libopencv-dev libcli11-dev libspdlog-dev nlohmann-json3-dev libyaml-cpp-dev libgtest-dev
   # Debian's LibTorch calls whatever libblas.so.3 is selected; the reference BLAS makes
   # matmul ~30x slower, so an optimised one is part of the set-up, not an option.

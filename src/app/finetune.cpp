@@ -235,6 +235,17 @@ void Trainer::enter_part(int part, int64_t local) {
   ema_ = config_.train.ema_decay > 0 ? std::make_unique<Ema>(adam_->params(), config_.train.ema_decay) : nullptr;
   if (local > 0) restore_part_state(part);
   current_part_ = part;
+  if (pg_->active()) {
+    std::vector<torch::Tensor> grads;
+    int64_t count = 0, bytes = 0;
+    for (const auto& p : adam_->params()) {
+      grads.push_back(p.tensor);
+      count += p.tensor.numel();
+      bytes += p.tensor.numel() * static_cast<int64_t>(p.tensor.element_size());
+    }
+    spdlog::info("{}: {} parameters; each step all-reduces {:.1f} MB of gradients over {} ranks in {} bucket(s) ({})", part_name(part), count,
+                 static_cast<double>(bytes) / 1e6, pg_->world_size(), plan_buckets(grads, 25 << 20).size(), pg_->backend());
+  }
 }
 
 void Trainer::synchronize_weights() {

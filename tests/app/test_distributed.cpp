@@ -14,6 +14,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -306,6 +307,47 @@ TEST(ProcessGroup, BucketedAllReduceBroadcastAndAFailureNamedAcrossTwoRanks) {
   EXPECT_NE(errors[0].find("barrier 'never complete'"), std::string::npos) << errors[0];
 }
 
+// A rank that leaves without a word (its heartbeat stops) is named once it has been silent for
+// distributed.timeout_s, while the other waits at a barrier: the wait is bounded.
+TEST(ProcessGroup, ASilentRankIsNamedAfterTheTimeoutNotWaitedForForever) {
+  auto env = launch_env({});
+  const int port = free_port();
+  DistributedConfig config;
+  config.timeout_s = 2;
+  std::string error;
+  double waited = 0;
+  const auto level = spdlog::get_level();
+  auto make = [&](int rank) {
+    LaunchEnv e;
+    e.rank = e.local_rank = rank;
+    e.world_size = e.local_world_size = 2;
+    e.master_addr = "127.0.0.1";
+    e.master_port = port;
+    return ProcessGroup::create(e, config, false);
+  };
+  std::thread r1([&] {
+    auto pg = make(1);
+    pg->barrier("both here");
+  });  // leaves: its group (and heartbeat) ends with the thread, no failure reported
+  {
+    auto pg = make(0);
+    pg->barrier("both here");
+    r1.join();
+    const auto start = Clock::now();
+    try {
+      pg->barrier("rank 1 never comes");
+    } catch (const DistributedError& e) {
+      error = e.what();
+    }
+    waited = std::chrono::duration<double>(Clock::now() - start).count();
+  }
+  spdlog::set_level(level);
+  spdlog::set_pattern("[%H:%M:%S.%e] [%^%l%$] %v");
+  EXPECT_NE(error.find("rank 1 stopped (no heartbeat for 2 s, distributed.timeout_s)"), std::string::npos) << error;
+  EXPECT_GE(waited, 2.0);
+  EXPECT_LE(waited, 6.0);
+}
+
 // ---------------------------------------------------------------------------------------------
 // finetune and eval as two processes
 
@@ -386,7 +428,21 @@ TEST(DistributedFinetune, TwoRanksEqualOneProcessWithTheSameGlobalBatchAndWriteO
   // Written once, by rank 0: one log line per step, the same checkpoints as one process.
   const auto log_lines = lines_of(f.tmp.path() / "two/train_log.csv");
   ASSERT_EQ(log_lines.size(), 1u + 8u);
-  for (int step = 0; step < 8; ++step) EXPECT_EQ(log_lines[1 + step].substr(0, log_lines[1 + step].find(',')), std::to_string(step));
+  // ... with the global batch's loss: the ranks' weighted partial sums add up to one process's mean.
+  const auto one_lines = lines_of(f.tmp.path() / "one/train_log.csv");
+  ASSERT_EQ(one_lines.size(), log_lines.size());
+  for (int step = 0; step < 8; ++step) {
+    auto fields = [](const std::string& line) {
+      std::vector<std::string> out;
+      std::stringstream ss(line);
+      for (std::string x; std::getline(ss, x, ',');) out.push_back(x);
+      return out;
+    };
+    const auto two = fields(log_lines[1 + step]), one = fields(one_lines[1 + step]);
+    EXPECT_EQ(two[0], std::to_string(step));
+    EXPECT_EQ(two[1], one[1]);
+    EXPECT_NEAR(std::stod(two[2]), std::stod(one[2]), 1e-5 * std::abs(std::stod(one[2]))) << "step " << step << " loss";
+  }
   EXPECT_EQ(checkpoint_names(f.tmp.path() / "two"), checkpoint_names(f.tmp.path() / "one"));
   EXPECT_EQ(read_json_file((f.tmp.path() / "two/checkpoints/step-0000006/training_state.json").string())["world_size"], 2);
   const std::string log0 = test::read_bytes(ranks[0].log.string()), log1 = test::read_bytes(ranks[1].log.string());
