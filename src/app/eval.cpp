@@ -421,8 +421,9 @@ bool shard_finished(const std::string& folder, const std::string& hash, int64_t 
   return j.value("config_hash", "") == hash && j.value("shard", nlohmann::json()) == nlohmann::json::array({index, count});
 }
 
-// The merged metrics, table and report of the union of the shards, in `o.output`.
-RunResults merge_shards(const EvalOptions& o, int64_t count) {
+// The merged metrics, table and report of the union of the shards, in `o.output`; with
+// --ablation-maps also the two ablations' metrics, in `o.output`/variants/<name>/.
+void merge_shards(const EvalOptions& o, int64_t count, EvalSummary& summary) {
   std::vector<std::string> folders;
   for (int64_t i = 0; i < count; ++i) folders.push_back(shard_folder(o.output, i, count));
   const std::vector<RunResults> merged = merge_runs(folders, o.output);
@@ -447,8 +448,37 @@ RunResults merge_shards(const EvalOptions& o, int64_t count) {
   ro.title = "AnomalySD on " + o.dataset + ", " + union_results.setup + " (" + union_results.method + "), " + std::to_string(count) + " shards";
   ro.tables_markdown = {results_table(union_results)};
   write_report(o.output, report_samples, ro);
-  spdlog::info("merged {} shard(s) into {}/{{metrics.json, metrics.csv, table.md, report.html, report.png}}", count, o.output);
-  return union_results;
+  summary.results = union_results;
+  summary.merged = true;
+  summary.variant_results.clear();
+  for (const auto& v : ablation_variants()) {
+    bool every = true;
+    for (const auto& folder : folders) every = every && fs::is_regular_file(fs::path(folder) / "variants" / v.name / "scores.csv");
+    if (!every) continue;
+    EvalMapsOptions m;
+    m.dataset = o.dataset;
+    m.root = o.root;
+    m.classes = union_results.config.value("classes", std::vector<std::string>{});
+    m.method = union_results.method + " (" + v.label + ")";
+    m.setup = union_results.setup;
+    for (std::size_t i = 0; i < folders.size(); ++i) {
+      const fs::path dir = fs::path(folders[i]) / "variants" / v.name;
+      (i == 0 ? m.maps : m.extra_maps.emplace_back()) = (dir / "maps").string();
+      (i == 0 ? m.scores_csv : m.extra_scores.emplace_back()) = (dir / "scores.csv").string();
+    }
+    for (const auto& [key, folder] : by_key) m.subset.insert(key);
+    RunResults r = evaluate_maps(m);
+    r.note = union_results.note;
+    r.config = union_results.config;
+    r.config["variant"] = v.name;
+    r.shots = union_results.shots;
+    r.versions = union_results.versions;
+    fs::create_directories(fs::path(o.output) / "variants" / v.name);
+    write_results(r, (fs::path(o.output) / "variants" / v.name / "metrics.json").string());
+    summary.variant_results.push_back(r);
+  }
+  spdlog::info("merged {} shard(s) into {}/{{metrics.json, metrics.csv, table.md, report.html, report.png}}{}", count, o.output,
+               summary.variant_results.empty() ? "" : " and variants/*/metrics.json");
 }
 
 EvalSummary run_eval_auto(const EvalOptions& o) {
@@ -480,10 +510,7 @@ EvalSummary run_eval_auto(const EvalOptions& o) {
     const std::string hash = read_json_file((fs::path(part.output) / "run.json").string()).value("config_hash", "");
     if (group_job) {
       group->barrier("eval-shards-done");  // as long as the others are alive, however long their shards take
-      if (group->is_main()) {
-        summary.results = merge_shards(o, part.shard_count);
-        summary.merged = true;
-      }
+      if (group->is_main()) merge_shards(o, part.shard_count, summary);
       group->finish();
       return summary;
     }
@@ -492,8 +519,7 @@ EvalSummary run_eval_auto(const EvalOptions& o) {
     for (int64_t i = 0; i < part.shard_count; ++i)
       if (!shard_finished(shard_folder(o.output, i, part.shard_count), hash, i, part.shard_count)) pending.push_back(i);
     if (pending.empty()) {
-      summary.results = merge_shards(o, part.shard_count);
-      summary.merged = true;
+      merge_shards(o, part.shard_count, summary);
     } else {
       spdlog::info("shard {}/{} done; {} shard(s) still running or not started (first: {}); the last task to finish writes the merged table "
                    "(or run: anomalysd merge-results {}/shards/* --output {})",

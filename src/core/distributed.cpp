@@ -108,6 +108,12 @@ LaunchEnv read_launch_env() {
       e.local_rank = local ? env_int("SLURM_LOCALID", local, 0, e.local_world_size - 1) : e.rank % e.local_world_size;
     }
   }
+  // torchrun's agent serves the store at MASTER_ADDR:MASTER_PORT itself (rank 0 must not open a second
+  // one on that port), shared by its restarts: keys live under the run id and attempt.
+  if (const char* agent = getenv_or_null("TORCHELASTIC_USE_AGENT_STORE")) e.launcher_store = std::string(agent) == "True" || std::string(agent) == "1";
+  e.key_prefix = "anomalysd/";
+  if (const char* run_id = getenv_or_null("TORCHELASTIC_RUN_ID")) e.key_prefix += std::string(run_id) + "/";
+  if (const char* attempt = getenv_or_null("TORCHELASTIC_RESTART_COUNT")) e.key_prefix += "attempt_" + std::string(attempt) + "/";
   if (e.world_size > 1) {
     const std::string origin = e.launcher == "slurm" ? "SLURM_NTASKS" : "WORLD_SIZE";
     const char* addr = getenv_or_null("MASTER_ADDR");
@@ -226,7 +232,11 @@ struct ProcessGroup::Impl {
   bool finished = false;  // finish() ran
 
   std::string where() const { return env.master_addr + ":" + std::to_string(env.master_port); }
-  static std::string key(const std::string& kind, int rank) { return "anomalysd/" + kind + "/" + std::to_string(rank); }
+  std::string store_gone() const {
+    return env.launcher_store ? "the rendezvous store of torchrun's agent at " + where() + " no longer answers (the launcher ended the job)"
+                              : "rank 0 is gone (it hosts the rendezvous store at " + where() + ", which no longer answers)";
+  }
+  std::string key(const std::string& kind, int rank) const { return env.key_prefix + kind + "/" + std::to_string(rank); }
 
   c10::intrusive_ptr<c10d::TCPStore> connect(bool server) const {
     c10d::TCPStoreOptions o;
@@ -314,7 +324,7 @@ struct ProcessGroup::Impl {
                            std::chrono::duration<double>(kDiagnoseWindow).count());
       return "every rank still has a heartbeat: the operation timed out or the network between the ranks failed";
     } catch (const std::exception&) {
-      return "rank 0 is gone (it hosts the rendezvous store at " + where() + ", which no longer answers)";
+      return store_gone();
     }
   }
 };
@@ -325,13 +335,13 @@ ProcessGroup::~ProcessGroup() {
   if (!impl_) return;
   impl_->stop_heartbeat();
   // Rank 0 hosts the store: on a failure it stays a moment, so that the others can still read why.
-  if (impl_->failed && is_main() && !impl_->store_lost) {
+  if (impl_->failed && is_main() && !env_.launcher_store && !impl_->store_lost) {
     const auto until = Clock::now() + std::chrono::seconds(3);
     while (Clock::now() < until) {
       bool all = true;
       try {
         for (int r = 1; r < world_size() && all; ++r)
-          all = impl_->store->check({Impl::key("failed", r)}) || impl_->store->check({Impl::key("left", r)});
+          all = impl_->store->check({impl_->key("failed", r)}) || impl_->store->check({impl_->key("left", r)});
       } catch (const std::exception&) {
         break;
       }
@@ -363,9 +373,9 @@ std::shared_ptr<ProcessGroup> ProcessGroup::create(const LaunchEnv& env, const D
 
   // 1. the store: rank 0 serves it, every rank connects (retrying until the timeout)
   try {
-    im.store = im.connect(env.rank == 0);
+    im.store = im.connect(env.rank == 0 && !env.launcher_store);
   } catch (const std::exception& e) {
-    throw DistributedError(me + (env.rank == 0 ? ": cannot open the rendezvous store on port " + std::to_string(env.master_port) +
+    throw DistributedError(me + (env.rank == 0 && !env.launcher_store ? ": cannot open the rendezvous store on port " + std::to_string(env.master_port) +
                                                      " (is another job using it? choose another MASTER_PORT): "
                                                : ": cannot reach rank 0's rendezvous store at " + im.where() + " within " +
                                                      std::to_string(static_cast<int64_t>(config.timeout_s)) + " s: ") +
@@ -377,12 +387,12 @@ std::shared_ptr<ProcessGroup> ProcessGroup::create(const LaunchEnv& env, const D
   const std::string id = std::to_string(env.world_size) + " " + host + " " + std::to_string(getpid());
   try {
     im.start_heartbeat();
-    im.store->set(Impl::key("join", env.rank), std::vector<uint8_t>(id.begin(), id.end()));
+    im.store->set(im.key("join", env.rank), std::vector<uint8_t>(id.begin(), id.end()));
     const auto until = Clock::now() + im.timeout;
     for (;;) {
       std::vector<int> missing;
       for (int r = 0; r < env.world_size; ++r)
-        if (!im.store->check({Impl::key("join", r)})) missing.push_back(r);
+        if (!im.store->check({im.key("join", r)})) missing.push_back(r);
       if (missing.empty()) break;
       if (Clock::now() > until)
         throw DistributedError(me + ": " + ranks_text(missing) + " did not join within " + std::to_string(static_cast<int64_t>(config.timeout_s)) +
@@ -390,7 +400,7 @@ std::shared_ptr<ProcessGroup> ProcessGroup::create(const LaunchEnv& env, const D
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     for (int r = 0; r < env.world_size; ++r) {
-      const auto v = im.store->get(Impl::key("join", r));
+      const auto v = im.store->get(im.key("join", r));
       const std::string other(v.begin(), v.end());
       const int their_world = std::atoi(other.c_str());
       if (their_world != env.world_size)
@@ -403,7 +413,7 @@ std::shared_ptr<ProcessGroup> ProcessGroup::create(const LaunchEnv& env, const D
     throw DistributedError(me + ": the rendezvous at " + im.where() + " failed: " + error_text(e));
   }
   // 3. the collectives' backend, on its own key space of the store
-  auto prefixed = c10::make_intrusive<c10d::PrefixStore>("anomalysd/" + backend, im.store);
+  auto prefixed = c10::make_intrusive<c10d::PrefixStore>(env.key_prefix + backend, im.store);
   try {
 #if ANOMALYSD_WITH_GLOO
     if (backend == "gloo") {
@@ -447,7 +457,7 @@ void ProcessGroup::report_failure(const std::string& message) noexcept {
   if (!impl_ || impl_->failed) return;
   impl_->failed = true;
   try {
-    if (!impl_->store_lost) impl_->store->set(Impl::key("failed", rank()), std::vector<uint8_t>(message.begin(), message.end()));
+    if (!impl_->store_lost) impl_->store->set(impl_->key("failed", rank()), std::vector<uint8_t>(message.begin(), message.end()));
   } catch (...) {
   }
 }
@@ -598,8 +608,7 @@ void ProcessGroup::wait_for(const std::string& what, const std::function<std::ve
   } catch (const DistributedError&) {
     throw;
   } catch (const std::exception& e) {
-    const std::string message = "rank " + std::to_string(rank()) + ": " + what + " failed: rank 0 is gone (it hosts the rendezvous store at " +
-                                im.where() + ", which no longer answers) [" + error_text(e) + "]";
+    const std::string message = "rank " + std::to_string(rank()) + ": " + what + " failed: " + im.store_gone() + " [" + error_text(e) + "]";
     report_failure(message);
     throw DistributedError(message);
   }
@@ -609,21 +618,21 @@ void ProcessGroup::barrier(const std::string& name) {
   if (!active()) return;
   const std::string key = "barrier/" + name;
   try {
-    impl_->store->set(Impl::key(key, rank()), std::vector<uint8_t>{'1'});
+    impl_->store->set(impl_->key(key, rank()), std::vector<uint8_t>{'1'});
   } catch (const std::exception& e) {
     fail("barrier '" + name + "'", error_text(e));
   }
   wait_for("barrier '" + name + "'", [&] {
     std::vector<int> missing;
     for (int r = 0; r < world_size(); ++r)
-      if (!impl_->store->check({Impl::key(key, r)})) missing.push_back(r);
+      if (!impl_->store->check({impl_->key(key, r)})) missing.push_back(r);
     return missing;
   });
 }
 
 std::string ProcessGroup::share(const std::string& name, const std::string& value) {
   if (!active()) return value;
-  const std::string key = "anomalysd/share/" + name;
+  const std::string key = env_.key_prefix + "share/" + name;
   if (is_main()) {
     try {
       impl_->store->set(key, std::vector<uint8_t>(value.begin(), value.end()));
@@ -645,13 +654,13 @@ void ProcessGroup::finish() {
   im.stop_heartbeat();
   try {
     if (!is_main()) {
-      im.store->set(Impl::key("left", rank()), std::vector<uint8_t>{'1'});
+      im.store->set(im.key("left", rank()), std::vector<uint8_t>{'1'});
       return;
     }
     // Every other rank only sets its key after the barrier: a short wait, bounded all the same.
     const auto until = Clock::now() + im.timeout;
     for (int r = 1; r < world_size(); ++r)
-      while (!im.store->check({Impl::key("left", r)})) {
+      while (!im.store->check({im.key("left", r)})) {
         if (Clock::now() > until) throw DistributedError("rank 0: rank " + std::to_string(r) + " passed the last barrier but never left");
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
       }

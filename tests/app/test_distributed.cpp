@@ -68,7 +68,8 @@ const std::map<std::string, std::optional<std::string>> kNoLaunch = {
     {"LOCAL_WORLD_SIZE", std::nullopt}, {"MASTER_ADDR", std::nullopt},     {"MASTER_PORT", std::nullopt},
     {"SLURM_PROCID", std::nullopt},  {"SLURM_NTASKS", std::nullopt},       {"SLURM_LOCALID", std::nullopt},
     {"SLURM_NTASKS_PER_NODE", std::nullopt}, {"SLURM_ARRAY_TASK_ID", std::nullopt}, {"SLURM_ARRAY_TASK_COUNT", std::nullopt},
-    {"SLURM_ARRAY_TASK_MIN", std::nullopt}, {"SLURM_ARRAY_TASK_STEP", std::nullopt}};
+    {"SLURM_ARRAY_TASK_MIN", std::nullopt}, {"SLURM_ARRAY_TASK_STEP", std::nullopt}, {"TORCHELASTIC_USE_AGENT_STORE", std::nullopt},
+    {"TORCHELASTIC_RUN_ID", std::nullopt}, {"TORCHELASTIC_RESTART_COUNT", std::nullopt}};
 
 ScopedEnv launch_env(std::map<std::string, std::optional<std::string>> vars) {
   for (const auto& [k, v] : kNoLaunch) vars.emplace(k, v);  // the given ones win
@@ -170,12 +171,21 @@ TEST(LaunchEnv, TorchrunAndSlurmVariablesAndErrorsThatNameTheVariable) {
     EXPECT_EQ(e.master_addr, "node7");
     EXPECT_EQ(e.master_port, 29511);
     EXPECT_EQ(e.launcher, "torchrun");
+    EXPECT_FALSE(e.launcher_store);  // started by hand: rank 0 serves the store
+    EXPECT_EQ(e.key_prefix, "anomalysd/");
     // cuda:LOCAL_RANK for the device, and the cores shared among the machine's ranks.
     RuntimeConfig rc;
     rc.device = "cuda";
     const RuntimeConfig mine = runtime_for_rank(rc, e);
     EXPECT_EQ(mine.device, "cuda:1");
     EXPECT_EQ(mine.threads, std::max(1, default_thread_count() / 2));
+  }
+  {  // torchrun's agent serves the store itself, shared by its restarts
+    auto env = launch_env({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", "29500"},
+                           {"TORCHELASTIC_USE_AGENT_STORE", "True"}, {"TORCHELASTIC_RUN_ID", "job7"}, {"TORCHELASTIC_RESTART_COUNT", "1"}});
+    const LaunchEnv e = read_launch_env();
+    EXPECT_TRUE(e.launcher_store);
+    EXPECT_EQ(e.key_prefix, "anomalysd/job7/attempt_1/");
   }
   {  // srun: SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID, with MASTER_* exported by the batch script
     auto env = launch_env({{"SLURM_PROCID", "5"}, {"SLURM_NTASKS", "8"}, {"SLURM_LOCALID", "1"}, {"SLURM_NTASKS_PER_NODE", "4(x2)"},
@@ -546,16 +556,20 @@ TEST(DistributedEval, TwoRanksAndAJobArrayWriteTheUnshardedMetricsExactly) {
   o.model = f.model;
   o.shots = 1;
   o.output = (f.tmp.path() / "full").string();
+  o.ablation_maps = true;  // Table 4's two ablations from the same inpaintings: merged too
   const EvalSummary full = run_eval(o);
   ASSERT_EQ(full.images, 8);
+  ASSERT_EQ(full.variant_results.size(), 2u);
 
-  std::string args = "eval --shard auto --dataset folder --root " + o.root + " --model " + o.model + " --shots 1 --output " +
+  std::string args = "eval --shard auto --ablation-maps --dataset folder --root " + o.root + " --model " + o.model + " --shots 1 --output " +
                      (f.tmp.path() / "job").string();
   for (const auto& s : f.overrides) args += " --set " + s;
   const auto ranks = run_ranks(2, args, f.logs("job"));
   for (const auto& r : ranks) ASSERT_EQ(r.exit_code, 0) << logs(ranks);
   const RunResults merged = RunResults::load((f.tmp.path() / "job/metrics.json").string());
   expect_same_metrics(merged, full.results);
+  expect_same_metrics(RunResults::load((f.tmp.path() / "job/variants/multiscale/metrics.json").string()), full.variant_results[0]);
+  expect_same_metrics(RunResults::load((f.tmp.path() / "job/variants/prototype/metrics.json").string()), full.variant_results[1]);
   for (const char* file : {"table.md", "report.html", "report.png", "shards/0-of-2/run.json", "shards/1-of-2/run.json"})
     EXPECT_TRUE(fs::is_regular_file(f.tmp.path() / "job" / file)) << file;
   EXPECT_EQ(read_json_file((f.tmp.path() / "job/shards/1-of-2/run.json").string())["shard"], nlohmann::json::array({1, 2}));

@@ -31,6 +31,8 @@ struct LaunchEnv {
   std::string master_addr;
   int master_port = 0;
   std::string launcher;  // "torchrun" (RANK/WORLD_SIZE), "slurm" (SLURM_PROCID/SLURM_NTASKS), "" (none)
+  bool launcher_store = false;           // torchrun's agent serves the store (TORCHELASTIC_USE_AGENT_STORE)
+  std::string key_prefix = "anomalysd/";  // the job's keys in the store (run id and attempt under torchrun)
   bool distributed() const { return world_size > 1; }
 };
 
