@@ -16,10 +16,12 @@
 #include <set>
 #include <sstream>
 #include <thread>
+#include <type_traits>
 
 #include <gtest/gtest.h>
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include "anomalysd/app/eval.h"
 #include "anomalysd/app/finetune.h"
@@ -315,6 +317,62 @@ TEST(ProcessGroup, BucketedAllReduceBroadcastAndAFailureNamedAcrossTwoRanks) {
   }
   EXPECT_NE(errors[0].find("rank 1 failed: the loss is nan"), std::string::npos) << errors[0];
   EXPECT_NE(errors[0].find("barrier 'never complete'"), std::string::npos) << errors[0];
+}
+
+template <typename T, typename = void>
+struct HasUseLibUV : std::false_type {};
+template <typename T>
+struct HasUseLibUV<T, std::void_t<decltype(std::declval<T&>().useLibUV)>> : std::true_type {};
+template <typename T>
+void plain_sockets(T& options) {  // Debian's LibTorch 2.x has no libuv
+  if constexpr (HasUseLibUV<T>::value) options.useLibUV = false;
+}
+
+// torchrun's agent serves the store itself; rank 0 must join it, not open a second one on its port.
+TEST(ProcessGroup, UnderTorchrunRankZeroJoinsTheAgentsStoreUnderTheRunsPrefix) {
+  auto env = launch_env({});
+  const int port = free_port();
+  c10d::TCPStoreOptions options;
+  options.port = static_cast<std::uint16_t>(port);
+  options.isServer = true;
+  options.waitWorkers = false;
+  options.timeout = std::chrono::seconds(20);
+  plain_sockets(options);
+  auto agent = c10::make_intrusive<c10d::TCPStore>("127.0.0.1", options);
+  DistributedConfig config;
+  config.timeout_s = 20;
+  std::vector<double> sums(2, 0);
+  std::vector<std::string> errors(2);
+  const auto level = spdlog::get_level();
+  auto rank_main = [&](int rank) {
+    try {
+      LaunchEnv e;
+      e.rank = e.local_rank = rank;
+      e.world_size = e.local_world_size = 2;
+      e.master_addr = "127.0.0.1";
+      e.master_port = port;
+      e.launcher = "torchrun";
+      e.launcher_store = true;
+      e.key_prefix = "anomalysd/run7/attempt_0/";
+      auto pg = ProcessGroup::create(e, config, false);
+      std::vector<at::Tensor> t = {torch::full({4}, static_cast<double>(rank + 1), torch::kDouble)};
+      pg->all_reduce_sum(t, "test");
+      sums[rank] = t[0].sum().item<double>();
+      pg->finish();
+    } catch (const std::exception& ex) {
+      errors[rank] = ex.what();
+    }
+  };
+  std::thread r1(rank_main, 1);
+  rank_main(0);
+  r1.join();
+  spdlog::set_level(level);
+  spdlog::set_pattern("[%H:%M:%S.%e] [%^%l%$] %v");
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(errors[r], "") << "rank " << r;
+    EXPECT_EQ(sums[r], 12.0) << "rank " << r;
+  }
+  EXPECT_TRUE(agent->check({"anomalysd/run7/attempt_0/join/0", "anomalysd/run7/attempt_0/join/1"}));
 }
 
 // A rank that leaves without a word (its heartbeat stops) is named once it has been silent for
