@@ -41,6 +41,21 @@ const std::vector<Variant>& ablation_variants() {
   return v;
 }
 
+// An ablation's metrics from its maps (`maps` options), labelled and recorded like the main
+// results of the same run, written to <output>/variants/<name>/metrics.json.
+RunResults write_variant_results(EvalMapsOptions maps, const RunResults& main, const Variant& v, const fs::path& output) {
+  maps.method = main.method + " (" + v.label + ")";
+  RunResults r = evaluate_maps(maps);
+  r.note = main.note;
+  r.config = main.config;
+  r.config["variant"] = v.name;
+  r.shots = main.shots;
+  r.versions = main.versions;
+  fs::create_directories(output / "variants" / v.name);
+  write_results(r, (output / "variants" / v.name / "metrics.json").string());
+  return r;
+}
+
 std::string relative_to(const std::string& path, const std::string& root) {
   const fs::path rel = fs::path(path).lexically_normal().lexically_relative(fs::path(root).lexically_normal());
   if (rel.empty() || rel.string().rfind("..", 0) == 0) return path;
@@ -173,11 +188,24 @@ ShotSelection read_shots_file(const std::string& path, const Dataset& dataset) {
 namespace {
 
 EvalSummary run_eval_auto(const EvalOptions& o);
+EvalSummary run_eval_here(const EvalOptions& o);
 
 }  // namespace
 
 EvalSummary run_eval(const EvalOptions& o) {
   if (o.shard_auto) return run_eval_auto(o);
+  // Started as one of several ranks (torchrun, srun) without --shard auto, every rank would compute
+  // every map into the same folder.
+  const LaunchEnv env = read_launch_env();
+  if (env.distributed() && o.shard_count == 1)
+    throw InputError("started as rank " + std::to_string(env.rank) + " of " + std::to_string(env.world_size) + " (" + env.launcher +
+                     "): pass --shard auto to split the test images among the ranks (or --shard I/N per process)");
+  return run_eval_here(o);
+}
+
+namespace {
+
+EvalSummary run_eval_here(const EvalOptions& o) {
   const auto start = std::chrono::steady_clock::now();
   const AppConfig config = load_app_config(o.config, o.overrides);
   if (o.output.empty()) throw InputError("--output is required");
@@ -380,15 +408,7 @@ EvalSummary run_eval(const EvalOptions& o) {
       EvalMapsOptions vm = m;
       vm.maps = (out / "variants" / v.name / "maps").string();
       vm.scores_csv = (out / "variants" / v.name / "scores.csv").string();
-      vm.method = o.method + " (" + v.label + ")";
-      RunResults r = evaluate_maps(vm);
-      r.note = results.note;
-      r.config = results.config;
-      r.config["variant"] = v.name;
-      r.shots = results.shots;
-      r.versions = results.versions;
-      write_results(r, (out / "variants" / v.name / "metrics.json").string());
-      summary.variant_results.push_back(r);
+      summary.variant_results.push_back(write_variant_results(vm, results, v, out));
     }
 
   std::map<std::string, std::vector<ReportSample>> report_samples;
@@ -405,6 +425,8 @@ EvalSummary run_eval(const EvalOptions& o) {
   summary.results = results;
   return summary;
 }
+
+}  // namespace
 
 // ---------------------------------------------------------------------------------------------
 namespace {
@@ -459,7 +481,6 @@ void merge_shards(const EvalOptions& o, int64_t count, EvalSummary& summary) {
     m.dataset = o.dataset;
     m.root = o.root;
     m.classes = union_results.config.value("classes", std::vector<std::string>{});
-    m.method = union_results.method + " (" + v.label + ")";
     m.setup = union_results.setup;
     for (std::size_t i = 0; i < folders.size(); ++i) {
       const fs::path dir = fs::path(folders[i]) / "variants" / v.name;
@@ -467,15 +488,7 @@ void merge_shards(const EvalOptions& o, int64_t count, EvalSummary& summary) {
       (i == 0 ? m.scores_csv : m.extra_scores.emplace_back()) = (dir / "scores.csv").string();
     }
     for (const auto& [key, folder] : by_key) m.subset.insert(key);
-    RunResults r = evaluate_maps(m);
-    r.note = union_results.note;
-    r.config = union_results.config;
-    r.config["variant"] = v.name;
-    r.shots = union_results.shots;
-    r.versions = union_results.versions;
-    fs::create_directories(fs::path(o.output) / "variants" / v.name);
-    write_results(r, (fs::path(o.output) / "variants" / v.name / "metrics.json").string());
-    summary.variant_results.push_back(r);
+    summary.variant_results.push_back(write_variant_results(m, union_results, v, o.output));
   }
   spdlog::info("merged {} shard(s) into {}/{{metrics.json, metrics.csv, table.md, report.html, report.png}}{}", count, o.output,
                summary.variant_results.empty() ? "" : " and variants/*/metrics.json");
@@ -489,7 +502,7 @@ EvalSummary run_eval_auto(const EvalOptions& o) {
   part.shard_auto = false;
   if (!env.distributed() && array.count == 0) {
     spdlog::info("--shard auto: a single process and no job array; evaluating every test image here");
-    return run_eval(part);
+    return run_eval_here(part);
   }
   const bool group_job = env.distributed();
   part.shard_index = group_job ? env.rank : array.index;
@@ -504,7 +517,7 @@ EvalSummary run_eval_auto(const EvalOptions& o) {
   spdlog::info("--shard auto: shard {}/{} ({}) in {}", part.shard_index, part.shard_count, group_job ? "process group" : "Slurm job array",
                part.output);
   try {
-    EvalSummary summary = run_eval(part);
+    EvalSummary summary = run_eval_here(part);
     summary.shard_output = part.output;
     summary.output = o.output;
     const std::string hash = read_json_file((fs::path(part.output) / "run.json").string()).value("config_hash", "");

@@ -496,45 +496,40 @@ void for_each_bucket(std::vector<at::Tensor>& tensors, int64_t bucket_bytes, Run
 
 }  // namespace
 
+// Runs one collective on the group's backend and waits for it; a failure names the rank(s) gone.
+template <typename Collective>
+void ProcessGroup::run_collective(const std::string& what, Collective&& collective) {
+  try {
+    c10::intrusive_ptr<c10d::Work> work;
+#if ANOMALYSD_WITH_GLOO
+    if (impl_->gloo) work = collective(*impl_->gloo);
+#endif
+#if ANOMALYSD_WITH_NCCL
+    if (impl_->nccl) work = collective(*impl_->nccl);
+#endif
+    work->wait();
+  } catch (const std::exception& e) {
+    fail(what, error_text(e));
+  }
+}
+
 void ProcessGroup::all_reduce_sum(std::vector<at::Tensor>& tensors, const std::string& what, int64_t bucket_bytes) {
   if (!active()) return;
   torch::NoGradGuard no_grad;
+  c10d::AllreduceOptions o;
+  o.reduceOp = c10d::ReduceOp::SUM;
   for_each_bucket(tensors, bucket_bytes, [&](std::vector<at::Tensor>& bucket) {
-    c10::intrusive_ptr<c10d::Work> work;
-    try {
-      c10d::AllreduceOptions o;
-      o.reduceOp = c10d::ReduceOp::SUM;
-#if ANOMALYSD_WITH_GLOO
-      if (impl_->gloo) work = impl_->gloo->allreduce(bucket, o);
-#endif
-#if ANOMALYSD_WITH_NCCL
-      if (impl_->nccl) work = impl_->nccl->allreduce(bucket, o);
-#endif
-      work->wait();
-    } catch (const std::exception& e) {
-      fail(what + " (all-reduce)", error_text(e));
-    }
+    run_collective(what + " (all-reduce)", [&](auto& backend) { return backend.allreduce(bucket, o); });
   });
 }
 
 void ProcessGroup::broadcast(std::vector<at::Tensor>& tensors, int root, const std::string& what, int64_t bucket_bytes) {
   if (!active()) return;
   torch::NoGradGuard no_grad;
+  c10d::BroadcastOptions o;
+  o.rootRank = root;
   for_each_bucket(tensors, bucket_bytes, [&](std::vector<at::Tensor>& bucket) {
-    c10::intrusive_ptr<c10d::Work> work;
-    try {
-      c10d::BroadcastOptions o;
-      o.rootRank = root;
-#if ANOMALYSD_WITH_GLOO
-      if (impl_->gloo) work = impl_->gloo->broadcast(bucket, o);
-#endif
-#if ANOMALYSD_WITH_NCCL
-      if (impl_->nccl) work = impl_->nccl->broadcast(bucket, o);
-#endif
-      work->wait();
-    } catch (const std::exception& e) {
-      fail(what + " (broadcast)", error_text(e));
-    }
+    run_collective(what + " (broadcast)", [&](auto& backend) { return backend.broadcast(bucket, o); });
   });
 }
 
@@ -545,20 +540,9 @@ std::pair<double, double> ProcessGroup::min_max(double value, const std::string&
   double out[2] = {value, value};
   for (int k = 0; k < 2; ++k) {
     std::vector<at::Tensor> t{torch::full({1}, value, options)};
-    try {
-      c10d::AllreduceOptions o;
-      o.reduceOp = k == 0 ? c10d::ReduceOp::MIN : c10d::ReduceOp::MAX;
-      c10::intrusive_ptr<c10d::Work> work;
-#if ANOMALYSD_WITH_GLOO
-      if (impl_->gloo) work = impl_->gloo->allreduce(t, o);
-#endif
-#if ANOMALYSD_WITH_NCCL
-      if (impl_->nccl) work = impl_->nccl->allreduce(t, o);
-#endif
-      work->wait();
-    } catch (const std::exception& e) {
-      fail(what, error_text(e));
-    }
+    c10d::AllreduceOptions o;
+    o.reduceOp = k == 0 ? c10d::ReduceOp::MIN : c10d::ReduceOp::MAX;
+    run_collective(what, [&](auto& backend) { return backend.allreduce(t, o); });
     out[k] = t[0].cpu().item<double>();
   }
   return {out[0], out[1]};

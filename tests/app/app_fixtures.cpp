@@ -9,6 +9,8 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include <gtest/gtest.h>
+
 #include "anomalysd/tools/components.h"
 
 namespace anomalysd::test {
@@ -79,6 +81,19 @@ int run_cli(const std::string& args, std::string* log) {
   }
   fs::remove(out);
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+void expect_same_metrics(const RunResults& a, const RunResults& b) {
+  ASSERT_EQ(a.classes.size(), b.classes.size());
+  for (std::size_t i = 0; i < a.classes.size(); ++i) {
+    EXPECT_EQ(a.classes[i].name, b.classes[i].name);
+    EXPECT_EQ(a.classes[i].image_auroc, b.classes[i].image_auroc);
+    EXPECT_EQ(a.classes[i].image_ap, b.classes[i].image_ap);
+    EXPECT_EQ(a.classes[i].image_f1_max, b.classes[i].image_f1_max);
+    EXPECT_EQ(a.classes[i].pixel_auroc, b.classes[i].pixel_auroc);
+    EXPECT_EQ(a.classes[i].pixel_pro, b.classes[i].pixel_pro);
+    EXPECT_EQ(a.classes[i].test_images, b.classes[i].test_images);
+  }
 }
 
 }  // namespace anomalysd::test

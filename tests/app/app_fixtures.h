@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "anomalysd/metrics/results.h"
+
 namespace anomalysd::test {
 
 // Writes alexnet / lpips / efficientnet_b0 random weights into `dir` and returns the --set
@@ -16,6 +18,9 @@ std::vector<std::string> small_run_overrides(const std::filesystem::path& dir);
 // images, `good` normal and `bad` anomalous test images (a bright square, its exact mask), size².
 void make_textured_dataset(const std::filesystem::path& root, const std::vector<std::string>& classes, int train, int good, int bad,
                            int size = 32);
+
+// Two runs' metrics, class by class, exactly (GoogleTest expectations).
+void expect_same_metrics(const RunResults& a, const RunResults& b);
 
 // Runs the CLI (ANOMALYSD_CLI) with arguments; returns its exit code, output in `log`.
 int run_cli(const std::string& args, std::string* log = nullptr);

@@ -93,6 +93,17 @@ int free_port() {
   return ntohs(a.sin_port);
 }
 
+// Rank `rank` of two on 127.0.0.1:port, for groups of threads in this process.
+LaunchEnv loopback_rank(int rank, int port) {
+  LaunchEnv e;
+  e.rank = e.local_rank = rank;
+  e.world_size = e.local_world_size = 2;
+  e.master_addr = "127.0.0.1";
+  e.master_port = port;
+  e.launcher = "test";
+  return e;
+}
+
 // One rank: the CLI with RANK/WORLD_SIZE/LOCAL_RANK/MASTER_* set as torchrun sets them.
 struct RankProcess {
   pid_t pid = -1;
@@ -267,12 +278,7 @@ TEST(ProcessGroup, BucketedAllReduceBroadcastAndAFailureNamedAcrossTwoRanks) {
   std::vector<std::string> shared(2);
   auto rank_main = [&](int rank) {
     try {
-      LaunchEnv e;
-      e.rank = e.local_rank = rank;
-      e.world_size = e.local_world_size = 2;
-      e.master_addr = "127.0.0.1";
-      e.master_port = port;
-      e.launcher = "test";
+      const LaunchEnv e = loopback_rank(rank, port);
       auto pg = ProcessGroup::create(e, config, false);
       EXPECT_TRUE(pg->active());
       EXPECT_EQ(pg->backend(), "gloo");
@@ -346,11 +352,7 @@ TEST(ProcessGroup, UnderTorchrunRankZeroJoinsTheAgentsStoreUnderTheRunsPrefix) {
   const auto level = spdlog::get_level();
   auto rank_main = [&](int rank) {
     try {
-      LaunchEnv e;
-      e.rank = e.local_rank = rank;
-      e.world_size = e.local_world_size = 2;
-      e.master_addr = "127.0.0.1";
-      e.master_port = port;
+      LaunchEnv e = loopback_rank(rank, port);
       e.launcher = "torchrun";
       e.launcher_store = true;
       e.key_prefix = "anomalysd/run7/attempt_0/";
@@ -386,12 +388,7 @@ TEST(ProcessGroup, ASilentRankIsNamedAfterTheTimeoutNotWaitedForForever) {
   double waited = 0;
   const auto level = spdlog::get_level();
   auto make = [&](int rank) {
-    LaunchEnv e;
-    e.rank = e.local_rank = rank;
-    e.world_size = e.local_world_size = 2;
-    e.master_addr = "127.0.0.1";
-    e.master_port = port;
-    return ProcessGroup::create(e, config, false);
+    return ProcessGroup::create(loopback_rank(rank, port), config, false);
   };
   std::thread r1([&] {
     auto pg = make(1);
@@ -591,18 +588,7 @@ TEST(DistributedFinetune, AKilledRankMakesTheOtherExitWithinTheTimeoutNamingItAn
 
 // ---------------------------------------------------------------------------------------------
 
-void expect_same_metrics(const RunResults& a, const RunResults& b) {
-  ASSERT_EQ(a.classes.size(), b.classes.size());
-  for (std::size_t i = 0; i < a.classes.size(); ++i) {
-    EXPECT_EQ(a.classes[i].name, b.classes[i].name);
-    EXPECT_EQ(a.classes[i].image_auroc, b.classes[i].image_auroc);
-    EXPECT_EQ(a.classes[i].image_ap, b.classes[i].image_ap);
-    EXPECT_EQ(a.classes[i].image_f1_max, b.classes[i].image_f1_max);
-    EXPECT_EQ(a.classes[i].pixel_auroc, b.classes[i].pixel_auroc);
-    EXPECT_EQ(a.classes[i].pixel_pro, b.classes[i].pixel_pro);
-    EXPECT_EQ(a.classes[i].test_images, b.classes[i].test_images);
-  }
-}
+using test::expect_same_metrics;
 
 TEST(DistributedEval, TwoRanksAndAJobArrayWriteTheUnshardedMetricsExactly) {
   ANOMALYSD_REQUIRE_FIXTURES(fixtures);
@@ -639,6 +625,20 @@ TEST(DistributedEval, TwoRanksAndAJobArrayWriteTheUnshardedMetricsExactly) {
     EXPECT_NE(test::read_bytes(r.log.string()).find("(0 computed now, 4 from a previous run)"), std::string::npos) << logs(again);
   }
   expect_same_metrics(RunResults::load((f.tmp.path() / "job/metrics.json").string()), full.results);
+
+  // Started as a rank without --shard auto: refused before any work (every rank would write every map).
+  {
+    auto rank = launch_env({{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", "1"}});
+    EvalOptions plain = o;
+    plain.output = (f.tmp.path() / "plain").string();
+    try {
+      run_eval(plain);
+      ADD_FAILURE() << "no error";
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find("rank 1 of 2 (torchrun): pass --shard auto"), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(fs::exists(f.tmp.path() / "plain"));
+  }
 
   // A Slurm job array of two tasks, one after the other: the second one completes the set and merges.
   EvalOptions array = o;

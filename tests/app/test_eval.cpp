@@ -51,17 +51,7 @@ struct EvalFixture {
   }
 };
 
-void expect_same_metrics(const RunResults& a, const RunResults& b) {
-  ASSERT_EQ(a.classes.size(), b.classes.size());
-  for (std::size_t i = 0; i < a.classes.size(); ++i) {
-    EXPECT_EQ(a.classes[i].name, b.classes[i].name);
-    EXPECT_EQ(a.classes[i].image_auroc, b.classes[i].image_auroc);
-    EXPECT_EQ(a.classes[i].image_ap, b.classes[i].image_ap);
-    EXPECT_EQ(a.classes[i].pixel_auroc, b.classes[i].pixel_auroc);
-    EXPECT_EQ(a.classes[i].pixel_pro, b.classes[i].pixel_pro);
-    EXPECT_EQ(a.classes[i].test_images, b.classes[i].test_images);
-  }
-}
+using test::expect_same_metrics;
 
 TEST(Eval, EndToEndResumeAndShards) {
   ANOMALYSD_REQUIRE_FIXTURES(fixtures);

@@ -105,6 +105,8 @@ class ProcessGroup {
   ProcessGroup(const LaunchEnv& env, std::string backend);
   [[noreturn]] void fail(const std::string& what, const std::string& cause);
   void wait_for(const std::string& what, const std::function<std::vector<int>()>& missing_ranks);
+  template <typename Collective>
+  void run_collective(const std::string& what, Collective&& collective);
 
   LaunchEnv env_;
   std::string backend_ = "none";
