@@ -41,10 +41,10 @@ run() {  # $1 ranks, $2 threads each
   for p in "${pids[@]}"; do wait "$p" || { echo "rank failed:"; cat "$work"/log."$ranks".*; exit 1; }; done
   end=$(date +%s.%N)
   # Time per step from rank 0's log (column 8: seconds of the step), excluding start-up.
-  awk -F, -v ranks="$ranks" -v threads="$threads" -v wall="$(echo "$end - $start" | bc)" -v steps="$steps" '
+  awk -F, -v ranks="$ranks" -v threads="$threads" -v start="$start" -v end="$end" -v steps="$steps" '
     NR > 2 { s += $8; n++ }   # the first step warms up
     END { printf "%d process(es) x %d thread(s): %.3f steps/s (%.3f s per step, steady state over %d steps); wall %.1f s for %d steps incl. start-up\n",
-                 ranks, threads, n / s, s / n, n, wall, steps }' "$out/train_log.csv"
+                 ranks, threads, n / s, s / n, n, end - start, steps }' "$out/train_log.csv"
   if [ "$ranks" -gt 1 ]; then grep -o "unet: .*all-reduces.*" "$work/log.$ranks.0" || true; fi
 }
 
