@@ -512,8 +512,7 @@ EvalSummary run_eval_auto(const EvalOptions& o) {
   const RuntimeConfig rank_runtime = runtime_for_rank(config.runtime, env);
   if (rank_runtime.device != config.runtime.device) part.overrides.push_back("device=" + rank_runtime.device);
   if (rank_runtime.threads != config.runtime.threads) part.overrides.push_back("threads=" + std::to_string(rank_runtime.threads));
-  const bool cuda = rank_runtime.device == "auto" ? torch::cuda::is_available() : torch::Device(rank_runtime.device).is_cuda();
-  const auto group = group_job ? ProcessGroup::create(env, config.distributed, cuda) : ProcessGroup::create(LaunchEnv{}, config.distributed, false);
+  const auto group = ProcessGroup::create(group_job ? env : LaunchEnv{}, config.distributed, resolves_to_cuda(rank_runtime));
   spdlog::info("--shard auto: shard {}/{} ({}) in {}", part.shard_index, part.shard_count, group_job ? "process group" : "Slurm job array",
                part.output);
   try {

@@ -236,15 +236,15 @@ void Trainer::enter_part(int part, int64_t local) {
   if (local > 0) restore_part_state(part);
   current_part_ = part;
   if (pg_->active()) {
-    std::vector<torch::Tensor> grads;
+    std::vector<torch::Tensor> params;
     int64_t count = 0, bytes = 0;
     for (const auto& p : adam_->params()) {
-      grads.push_back(p.tensor);
+      params.push_back(p.tensor);
       count += p.tensor.numel();
       bytes += p.tensor.numel() * static_cast<int64_t>(p.tensor.element_size());
     }
     spdlog::info("{}: {} parameters; each step all-reduces {:.1f} MB of gradients over {} ranks in {} bucket(s) ({})", part_name(part), count,
-                 static_cast<double>(bytes) / 1e6, pg_->world_size(), plan_buckets(grads, 25 << 20).size(), pg_->backend());
+                 static_cast<double>(bytes) / 1e6, pg_->world_size(), plan_buckets(params, 25 << 20).size(), pg_->backend());
   }
 }
 
@@ -354,6 +354,37 @@ double Trainer::train_step(int part, int64_t local, double* mse, double* lpips, 
   return sums[0];
 }
 
+// Rank 0's part of the start: a fresh run (an old one discarded with --overwrite), or the newest
+// complete checkpoint, which a larger training length continues; then the output folder made ready.
+void Trainer::prepare_output() {
+  const fs::path out(o_.output);
+  if (o_.resume) {
+    resume_from_ = newest_checkpoint(o_.output);
+    if (resume_from_.empty()) {
+      spdlog::warn("--resume: no checkpoint in {}; starting from the beginning", o_.output);
+    } else {
+      state_info_ = read_json_file((fs::path(resume_from_) / "training_state.json").string());
+      if (state_info_.value("train_hash", "") != hash_)
+        throw InputError(resume_from_ + ": was trained with another config (base model, data, shots, lr, masks, prompts, parts, ...: hash " +
+                         state_info_.value("train_hash", "?") + ", now " + hash_ +
+                         "); only the training length may change on --resume. Resume with the same settings, or pass --overwrite");
+      base_ = state_info_.value("base", base_);
+    }
+  } else if (fs::exists(out / "checkpoints") || fs::exists(out / "model")) {
+    if (!o_.overwrite)
+      throw InputError(o_.output + ": holds a previous fine-tuning run; pass --resume to continue it or --overwrite to discard it");
+    for (const char* p : {"checkpoints", "model", "masks"}) fs::remove_all(out / p);
+    for (const char* f : {"train_log.csv", "loss.png", "shots.json"}) fs::remove(out / f);
+  }
+  fs::create_directories(out);
+  remove_stale_temporaries(o_.output);
+  // Stale temporary folders of an interrupted save are never loaded; remove them.
+  if (fs::is_directory(out / "checkpoints"))
+    for (const auto& e : fs::directory_iterator(out / "checkpoints"))
+      if (e.path().filename().string().rfind('.', 0) == 0) fs::remove_all(e.path());
+  write_file_atomically((out / "shots.json").string(), json_text(shots_json_));
+}
+
 FinetuneSummary Trainer::run() {
   const auto start_time = std::chrono::steady_clock::now();
   if (o_.shots < 1) throw InputError("finetune needs at least one shot per class (--shots K, K >= 1)");
@@ -373,37 +404,9 @@ FinetuneSummary Trainer::run() {
     throw InputError("world size " + std::to_string(world) + " exceeds the global batch (train.batch_size x train.grad_accumulation = " +
                      std::to_string(global_batch) + "): every rank needs at least one sample per step");
 
-  // 1. a fresh run, or the newest complete checkpoint (which a larger training length continues).
-  // Rank 0 decides and alone writes to the output; the others read what it chose.
-  if (!pg_->is_main()) {
-    // (below, after rank 0's choice)
-  } else if (o_.resume) {
-    resume_from_ = newest_checkpoint(o_.output);
-    if (resume_from_.empty()) {
-      spdlog::warn("--resume: no checkpoint in {}; starting from the beginning", o_.output);
-    } else {
-      state_info_ = read_json_file((fs::path(resume_from_) / "training_state.json").string());
-      if (state_info_.value("train_hash", "") != hash_)
-        throw InputError(resume_from_ + ": was trained with another config (base model, data, shots, lr, masks, prompts, parts, ...: hash " +
-                         state_info_.value("train_hash", "?") + ", now " + hash_ +
-                         "); only the training length may change on --resume. Resume with the same settings, or pass --overwrite");
-      base_ = state_info_.value("base", base_);
-    }
-  } else if (fs::exists(out / "checkpoints") || fs::exists(out / "model")) {
-    if (!o_.overwrite)
-      throw InputError(o_.output + ": holds a previous fine-tuning run; pass --resume to continue it or --overwrite to discard it");
-    for (const char* p : {"checkpoints", "model", "masks"}) fs::remove_all(out / p);
-    for (const char* f : {"train_log.csv", "loss.png", "shots.json"}) fs::remove(out / f);
-  }
-  if (pg_->is_main()) {
-    fs::create_directories(out);
-    remove_stale_temporaries(o_.output);
-    // Stale temporary folders of an interrupted save are never loaded; remove them.
-    if (fs::is_directory(out / "checkpoints"))
-      for (const auto& e : fs::directory_iterator(out / "checkpoints"))
-        if (e.path().filename().string().rfind('.', 0) == 0) fs::remove_all(e.path());
-    write_file_atomically((out / "shots.json").string(), json_text(shots_json_));
-  }
+  // 1. a fresh run, or the newest complete checkpoint: rank 0 decides and alone writes to the
+  // output; the others read what it chose.
+  if (pg_->is_main()) prepare_output();
   if (pg_->active()) {
     resume_from_ = pg_->share("finetune/resume-from", resume_from_);
     if (!pg_->is_main() && !resume_from_.empty()) {
@@ -498,10 +501,11 @@ FinetuneSummary Trainer::run() {
     const double loss = train_step(part, local, &mse, &lpips, &norm);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     log_.emplace_back(step, part, loss);
-    if (log_file.is_open())
+    if (log_file.is_open()) {
       log_file << step << "," << part_name(part) << "," << std::setprecision(8) << loss << "," << mse << "," << lpips << "," << norm << ","
-             << t.lr << "," << secs << "\n";
-    if (log_file.is_open()) log_file.flush();
+               << t.lr << "," << secs << "\n";
+      log_file.flush();
+    }
     if (part == kUnet) {
       if (summary.first_unet_loss == 0) summary.first_unet_loss = loss;
       summary.last_unet_loss = loss;
@@ -562,8 +566,7 @@ FinetuneSummary run_finetune(const FinetuneOptions& options) {
   // One process, or one rank of several (torchrun / srun): each on its own device share.
   const LaunchEnv env = read_launch_env();
   config.runtime = runtime_for_rank(config.runtime, env);
-  const bool cuda = config.runtime.device == "auto" ? torch::cuda::is_available() : torch::Device(config.runtime.device).is_cuda();
-  const auto group = ProcessGroup::create(env, config.distributed, cuda);
+  const auto group = ProcessGroup::create(env, config.distributed, resolves_to_cuda(config.runtime));
   try {
     finetune_detail::Trainer trainer(config, options, group);
     return trainer.run();

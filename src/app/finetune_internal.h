@@ -82,6 +82,7 @@ class Trainer {
   int64_t steps_for(const char* what, int64_t steps, int64_t epochs) const;
   // several ranks: rank 0's weights everywhere, and the check that every rank still holds them
   void synchronize_weights();
+  void prepare_output();
   void check_ranks_agree(int64_t step);
 
   // checkpoints (finetune_checkpoints.cpp)

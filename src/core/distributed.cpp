@@ -237,6 +237,13 @@ struct ProcessGroup::Impl {
                               : "rank 0 is gone (it hosts the rendezvous store at " + where() + ", which no longer answers)";
   }
   std::string key(const std::string& kind, int rank) const { return env.key_prefix + kind + "/" + std::to_string(rank); }
+  // The ranks that have not set their `kind` key yet (join, a barrier).
+  std::vector<int> ranks_without(const std::string& kind) {
+    std::vector<int> missing;
+    for (int r = 0; r < env.world_size; ++r)
+      if (!store->check({key(kind, r)})) missing.push_back(r);
+    return missing;
+  }
 
   c10::intrusive_ptr<c10d::TCPStore> connect(bool server) const {
     c10d::TCPStoreOptions o;
@@ -377,7 +384,7 @@ std::shared_ptr<ProcessGroup> ProcessGroup::create(const LaunchEnv& env, const D
   } catch (const std::exception& e) {
     throw DistributedError(me + (env.rank == 0 && !env.launcher_store ? ": cannot open the rendezvous store on port " + std::to_string(env.master_port) +
                                                      " (is another job using it? choose another MASTER_PORT): "
-                                               : ": cannot reach rank 0's rendezvous store at " + im.where() + " within " +
+                                               : ": cannot reach the rendezvous store at " + im.where() + " within " +
                                                      std::to_string(static_cast<int64_t>(config.timeout_s)) + " s: ") +
                            error_text(e));
   }
@@ -390,9 +397,7 @@ std::shared_ptr<ProcessGroup> ProcessGroup::create(const LaunchEnv& env, const D
     im.store->set(im.key("join", env.rank), std::vector<uint8_t>(id.begin(), id.end()));
     const auto until = Clock::now() + im.timeout;
     for (;;) {
-      std::vector<int> missing;
-      for (int r = 0; r < env.world_size; ++r)
-        if (!im.store->check({im.key("join", r)})) missing.push_back(r);
+      const std::vector<int> missing = im.ranks_without("join");
       if (missing.empty()) break;
       if (Clock::now() > until)
         throw DistributedError(me + ": " + ranks_text(missing) + " did not join within " + std::to_string(static_cast<int64_t>(config.timeout_s)) +
@@ -606,12 +611,7 @@ void ProcessGroup::barrier(const std::string& name) {
   } catch (const std::exception& e) {
     fail("barrier '" + name + "'", error_text(e));
   }
-  wait_for("barrier '" + name + "'", [&] {
-    std::vector<int> missing;
-    for (int r = 0; r < world_size(); ++r)
-      if (!impl_->store->check({impl_->key(key, r)})) missing.push_back(r);
-    return missing;
-  });
+  wait_for("barrier '" + name + "'", [&] { return impl_->ranks_without(key); });
 }
 
 std::string ProcessGroup::share(const std::string& name, const std::string& value) {
@@ -677,9 +677,5 @@ void ProcessGroup::barrier(const std::string&) {}
 void ProcessGroup::finish() {}
 
 #endif
-
-std::shared_ptr<ProcessGroup> ProcessGroup::from_environment(const DistributedConfig& config, bool device_is_cuda) {
-  return create(read_launch_env(), config, device_is_cuda);
-}
 
 }  // namespace anomalysd

@@ -14,6 +14,10 @@
 
 namespace anomalysd {
 
+bool resolves_to_cuda(const RuntimeConfig& config) {
+  return config.device == "auto" ? torch::cuda::is_available() : torch::Device(config.device).is_cuda();
+}
+
 Runtime apply_runtime(const RuntimeConfig& config) {
   Runtime rt;
   if (config.device == "auto") {
@@ -76,7 +80,7 @@ std::string cpu_native_bf16() {
 }
 
 std::string numeric_setup(const RuntimeConfig& config) {
-  const bool cuda = config.device == "auto" ? torch::cuda::is_available() : torch::Device(config.device).is_cuda();
+  const bool cuda = resolves_to_cuda(config);
   std::string gemm = "-";  // LibTorch's own kernels on CUDA
   if (!cuda) {
     const int threads = config.threads > 0 ? static_cast<int>(config.threads) : default_thread_count();

@@ -65,8 +65,6 @@ class ProcessGroup {
   // single-process group whose collectives return their input. `device_is_cuda` picks NCCL for
   // backend auto. Logs one line per rank: "rank 1/2 (local 1), backend gloo, master 127.0.0.1:29500".
   static std::shared_ptr<ProcessGroup> create(const LaunchEnv& env, const DistributedConfig& config, bool device_is_cuda);
-  // create(read_launch_env(), …)
-  static std::shared_ptr<ProcessGroup> from_environment(const DistributedConfig& config, bool device_is_cuda);
   ~ProcessGroup();
   ProcessGroup(const ProcessGroup&) = delete;
   ProcessGroup& operator=(const ProcessGroup&) = delete;

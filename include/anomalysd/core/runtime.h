@@ -46,6 +46,9 @@ std::string numeric_setup(const RuntimeConfig& config);
 // aarch64: the bf16 feature), and the flags found ("" when none).
 std::string cpu_native_bf16();
 
+// Whether `device` (auto resolved) is a CUDA device.
+bool resolves_to_cuda(const RuntimeConfig& config);
+
 c10::ScalarType parse_run_dtype(const std::string& name);  // float32 | float16 | bfloat16
 int default_thread_count();
 
