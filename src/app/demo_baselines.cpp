@@ -3,7 +3,11 @@
 
 #include <opencv2/core.hpp>
 
+#include "anomalysd/anomaly/prototype.h"
+#include "anomalysd/anomaly/scores.h"
 #include "anomalysd/app/demo.h"
+#include "anomalysd/app/eval.h"
+#include "anomalysd/app/method.h"
 #include "anomalysd/data/dataset.h"
 #include "anomalysd/data/image_io.h"
 #include "anomalysd/metrics/eval_maps.h"
@@ -11,6 +15,17 @@
 namespace anomalysd {
 
 namespace fs = std::filesystem;
+namespace F = torch::nn::functional;
+
+namespace {
+
+void write_map(const std::string& maps_dir, const TestSample& s, const cv::Mat& map) {
+  const fs::path out = fs::path(maps_dir) / s.cls / "test" / s.defect / (s.id + ".tiff");
+  fs::create_directories(out.parent_path());
+  write_map_tiff(out.string(), map);
+}
+
+}  // namespace
 
 RunResults mean_image_baseline(const std::string& dataset_root, const std::string& maps_dir) {
   const Dataset dataset = load_dataset("folder", dataset_root);
@@ -27,10 +42,7 @@ RunResults mean_image_baseline(const std::string& dataset_root, const std::strin
       cv::multiply(diff, diff, sq);
       std::vector<cv::Mat> ch;
       cv::split(sq, ch);
-      const cv::Mat map = ch[0] + ch[1] + ch[2];
-      const fs::path out = fs::path(maps_dir) / s.cls / "test" / s.defect / (s.id + ".tiff");
-      fs::create_directories(out.parent_path());
-      write_map_tiff(out.string(), map);
+      write_map(maps_dir, s, ch[0] + ch[1] + ch[2]);
     }
   }
   EvalMapsOptions m;
@@ -39,6 +51,42 @@ RunResults mean_image_baseline(const std::string& dataset_root, const std::strin
   m.maps = maps_dir;
   m.method = "Baseline: distance to the mean training image";
   m.setup = "all train images";
+  return evaluate_maps(m);
+}
+
+RunResults patch_nn_baseline(const PatchNnBaselineOptions& o) {
+  const Dataset dataset = load_dataset("folder", o.dataset_root);
+  const ShotSelection shots = read_shots_file(o.shots_file, dataset);
+  EfficientNet net = load_efficientnet(o.efficientnet, o.efficientnet_variant);
+  net->eval();
+  PrototypeOptions prototype;
+  prototype.taps = o.taps;
+  prototype.rotations = o.rotations;
+  for (const ClassData& c : dataset.classes) {
+    const auto it = shots.shots.find(c.name);
+    if (it == shots.shots.end() || it->second.empty()) throw InputError(o.shots_file + ": no shots for class '" + c.name + "'");
+    std::vector<torch::Tensor> shot_images;
+    for (const auto& p : it->second) shot_images.push_back(read_model_image(p, o.resolution).tensor);
+    // The same bank the prototype mask builds (eq. 13): every shot under every rotation.
+    const torch::Tensor bank = build_prototype_bank(net, torch::cat(shot_images, 0), prototype);
+    for (const TestSample& s : c.test) {
+      const ModelImage image = read_model_image(s.image, o.resolution);
+      const torch::Tensor error = prototype_error(net, image.tensor, bank, prototype);  // eq. (14), [h, w]
+      torch::Tensor map = F::interpolate(error.view({1, 1, error.size(0), error.size(1)}),
+                                         F::InterpolateFuncOptions()
+                                             .size(std::vector<int64_t>{o.resolution, o.resolution})
+                                             .mode(torch::kBilinear)
+                                             .align_corners(false));
+      map = gaussian_blur(map.view({o.resolution, o.resolution}), o.blur_sigma);
+      write_map(o.maps_dir, s, map_to_size(map, image.original.rows, image.original.cols));
+    }
+  }
+  EvalMapsOptions m;
+  m.dataset = "folder";
+  m.root = o.dataset_root;
+  m.maps = o.maps_dir;
+  m.method = "Baseline: patch nearest neighbour (PatchCore-style, EfficientNet-B6 bank)";
+  m.setup = std::to_string(shots.k) + "-shot";
   return evaluate_maps(m);
 }
 

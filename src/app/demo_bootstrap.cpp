@@ -231,9 +231,11 @@ double pretrain_vae(SdPipeline& pipe, Lpips& lpips, const torch::Tensor& images,
   return scaling;
 }
 
-std::string bootstrap_key(const Plan& plan, uint64_t seed) {
+std::string bootstrap_key(const Plan& plan, uint64_t seed, const std::vector<std::string>& photos) {
   const nlohmann::json key = {{"version", project_version()}, {"seed", seed}, {"size", plan.size}, {"images", plan.bootstrap_images},
                               {"vae", {plan.vae_steps, plan.vae_batch, plan.vae_lr}}, {"unet", {plan.unet_steps, plan.unet_batch, plan.unet_lr}},
+                              {"features", {plan.alexnet_steps, plan.efficientnet_steps, plan.efficientnet_deep, plan.feature_batch, plan.feature_lr, "draem-v1"}},
+                              {"photos", {plan.photo_crops, photos}},
                               {"configs", {unet_config(plan), vae_config(plan, 1.0), text_config(), scheduler_config()}}};
   uint64_t h = 1469598103934665603ull;
   for (unsigned char c : json_compact(key)) h = (h ^ c) * 1099511628211ull;
@@ -248,24 +250,33 @@ std::vector<std::string> config_overrides(const AppConfig& c) {
 
 }  // namespace
 
-std::string bootstrap(const fs::path& cache, const Plan& plan, const AppConfig& config, const std::string& config_text_file, bool rebuild,
-                      double* seconds) {
+std::string bootstrap(const fs::path& cache, const fs::path& photos_dir, const Plan& plan, const AppConfig& config,
+                      const std::string& config_text_file, bool rebuild, BootstrapTimes* times) {
   const auto start = std::chrono::steady_clock::now();
+  auto since = [](std::chrono::steady_clock::time_point t) { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count(); };
   const uint64_t seed = static_cast<uint64_t>(config.runtime.seed);
   const fs::path dir = cache / "bootstrap";
   const fs::path model = dir / "model";
-  const std::string key = bootstrap_key(plan, seed);
-  if (!rebuild && fs::is_regular_file(dir / "bootstrap.json") && fs::is_regular_file(model / "model_index.json")) {
+  const std::vector<fs::path> photos = plan.photo_crops > 0 ? list_photos(photos_dir) : std::vector<fs::path>{};
+  std::vector<std::string> photo_names;
+  for (const auto& p : photos) photo_names.push_back(p.filename().string());
+  const std::string key = bootstrap_key(plan, seed, photo_names);
+  const FeaturePaths features{config.features.alexnet, config.features.efficientnet, config.features.lpips};
+  *times = BootstrapTimes{};
+  if (!rebuild && fs::is_regular_file(dir / "bootstrap.json") && fs::is_regular_file(model / "model_index.json") &&
+      fs::is_regular_file(features.alexnet) && fs::is_regular_file(features.efficientnet) && fs::is_regular_file(features.lpips)) {
     const nlohmann::json done = read_json_file((dir / "bootstrap.json").string());
     if (done.value("key", "") == key) {
-      spdlog::info("bootstrap: using the cached pre-trained model {} (delete it or pass --rebuild to train again)", model.string());
-      *seconds = 0;
+      times->cached = true;
       return model.string();
     }
   }
-  spdlog::info("bootstrap: pre-training the small SD inpainting pipeline (VAE, then UNet) on other seeds and classes");
+  if (photos.empty())
+    spdlog::warn("bootstrap: no photographs in {} (scripts/fetch-demo-photos.sh fetches them): pre-training on synthetic images only",
+                 photos_dir.string());
   fs::remove_all(dir);
-  // 1. data of other seeds and classes than the benchmark's: normal images only
+  // 1. data of other seeds and classes than the benchmark's: normal images only, and crops of the
+  //    real photographs (one more class, "photo", for the VAE and the UNet)
   SyntheticOptions so;
   so.output = (dir / "data").string();
   so.seed = seed + 7919;  // never the benchmark's seed
@@ -276,22 +287,70 @@ std::string bootstrap(const fs::path& cache, const Plan& plan, const AppConfig& 
   so.test_good = 1;  // the folder layout needs a test image; the bootstrap never reads it
   so.test_bad = 0;
   make_synthetic(so);
-  // 2. random pipeline, then the VAE
-  write_random_pipeline(dir / "init", plan, seed);
-  SdPipeline pipe = load_sd_pipeline((dir / "init").string());
-  Lpips lpips = load_lpips(require_feature_weights(config, "features.alexnet", config.features.alexnet),
-                           require_feature_weights(config, "features.lpips", config.features.lpips));
-  std::vector<torch::Tensor> images;
-  for (const auto& cls : so.classes)
+  LabelledImages labelled;
+  std::vector<torch::Tensor> images, labels;
+  for (const auto& cls : so.classes) {
     for (int i = 0; i < so.train; ++i) {
       char name[16];
       std::snprintf(name, sizeof name, "%03d.png", i);
       images.push_back(read_model_image((fs::path(so.output) / cls / "train/good" / name).string(), plan.size).tensor);
+      labels.push_back(torch::full({1}, static_cast<int64_t>(labelled.classes.size()), torch::kLong));
     }
-  const double scaling = pretrain_vae(pipe, lpips, torch::cat(images, 0), plan, seed);
+    if (synthetic_class_kind(cls) == "texture") labelled.texture_classes.insert(static_cast<int64_t>(labelled.classes.size()));
+    labelled.classes.push_back(cls);
+  }
+  const int64_t synthetic_count = static_cast<int64_t>(images.size());
+  if (!photos.empty()) {
+    // Each photograph is a class of its own for the feature networks; the VAE and the UNet see
+    // plan.bootstrap_images of the crops (evenly from every photograph) as the class "photo".
+    const fs::path photo_dir = fs::path(so.output) / "photo";
+    fs::create_directories(photo_dir / "train" / "good");
+    fs::create_directories(photo_dir / "test" / "good");
+    int written = 0;
+    for (std::size_t p = 0; p < photos.size(); ++p) {
+      const auto crops = photo_crops(photos[p], plan.photo_crops, plan.size, seed * 31 + p);
+      for (std::size_t c = 0; c < crops.size(); ++c) {
+        images.push_back(to_model_tensor(crops[c], plan.size));
+        labels.push_back(torch::full({1}, static_cast<int64_t>(labelled.classes.size()), torch::kLong));
+        if (static_cast<int>(c * photos.size() + p) < plan.bootstrap_images) {
+          char name[16];
+          std::snprintf(name, sizeof name, "%03d.png", written++);
+          write_png((photo_dir / "train" / "good" / name).string(), to_rgb8(crops[c]));
+          if (written == 1) write_png((photo_dir / "test" / "good" / "000.png").string(), to_rgb8(crops[c]));
+        }
+      }
+      labelled.texture_classes.insert(static_cast<int64_t>(labelled.classes.size()));
+      labelled.classes.push_back("photo:" + photo_names[p]);
+    }
+    so.classes.push_back("photo");
+  }
+  labelled.images = torch::cat(images, 0);
+  labelled.labels = torch::cat(labels, 0);
+  times->data = since(start);
+  // 2. the feature networks (AlexNet for LPIPS, EfficientNet-B6 for the prototype bank)
+  const auto t_features = std::chrono::steady_clock::now();
+  for (const auto& f : {features.alexnet, features.efficientnet, features.lpips}) fs::create_directories(fs::path(f).parent_path());
+  times->feature_nets = pretrain_feature_networks(labelled, {plan.alexnet_steps, plan.feature_batch, plan.feature_lr},
+                                                  {plan.efficientnet_steps, plan.feature_batch, plan.feature_lr, plan.efficientnet_deep}, seed, features);
+  times->features = since(t_features);
+  // 3. random pipeline, then the VAE on every image (the photographs' crops included)
+  const auto t_vae = std::chrono::steady_clock::now();
+  write_random_pipeline(dir / "init", plan, seed);
+  SdPipeline pipe = load_sd_pipeline((dir / "init").string());
+  Lpips lpips = load_lpips(features.alexnet, features.lpips);
+  std::vector<torch::Tensor> vae_images(images.begin(), images.begin() + synthetic_count);
+  for (int i = 0; i < plan.bootstrap_images && !photos.empty(); ++i) {
+    char name[16];
+    std::snprintf(name, sizeof name, "%03d.png", i);
+    const fs::path file = fs::path(so.output) / "photo" / "train/good" / name;
+    if (fs::is_regular_file(file)) vae_images.push_back(read_model_image(file.string(), plan.size).tensor);
+  }
+  const double scaling = pretrain_vae(pipe, lpips, torch::cat(vae_images, 0), plan, seed);
   write_json(dir / "init" / "vae" / "config.json", vae_config(plan, scaling));
   save_safetensors((dir / "init" / "vae" / "diffusion_pytorch_model.safetensors").string(), module_state(*pipe.vae), {{"format", "pt"}});
-  // 3. the inpainting UNet, with finetune's loop: eq. (8) on random rectangles (no IoU filter)
+  times->vae = since(t_vae);
+  // 4. the inpainting UNet, with finetune's loop: eq. (8) on random rectangles (no IoU filter)
+  const auto t_unet = std::chrono::steady_clock::now();
   FinetuneOptions f;
   f.config = config_text_file;
   f.overrides = config_overrides(config);
@@ -306,17 +365,23 @@ std::string bootstrap(const fs::path& cache, const Plan& plan, const AppConfig& 
   f.shots = plan.bootstrap_images;
   f.output = (dir / "unet-stage").string();
   run_finetune(f);
-  // 4. the pre-trained pipeline: no shots record (it was not tuned on any benchmark shot)
+  times->unet = since(t_unet);
+  // 5. the pre-trained pipeline: no shots record (it was not tuned on any benchmark shot)
   fs::rename(dir / "unet-stage" / "model", model);
   fs::remove(model / "shots.json");
   fs::remove(model / "anomalysd_finetune.json");
   fs::remove_all(dir / "unet-stage");
   fs::remove_all(dir / "init");
-  write_json(dir / "bootstrap.json", {{"key", key}, {"seed", seed}, {"vae_scaling_factor", scaling}});
-  *seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  spdlog::info("bootstrap: done in {:.0f} s -> {}", *seconds, model.string());
+  nlohmann::json nets = nlohmann::json::array();
+  for (const auto& r : times->feature_nets)
+    nets.push_back({{"arch", r.arch}, {"steps", r.steps}, {"seconds", r.seconds}, {"heldout_class_accuracy", r.class_accuracy},
+                    {"heldout_foreign_region_auroc", r.foreign_auroc}});
+  times->total = since(start);
+  write_json(dir / "bootstrap.json", {{"key", key}, {"seed", seed}, {"vae_scaling_factor", scaling}, {"photos", photo_names},
+                                      {"feature_networks", nets},
+                                      {"seconds", {{"data", times->data}, {"features", times->features}, {"vae", times->vae},
+                                                   {"unet", times->unet}, {"total", times->total}}}});
   return model.string();
 }
-
 
 }  // namespace anomalysd::demo_detail

@@ -4,8 +4,12 @@
 #pragma once
 
 #include <filesystem>
+#include <set>
 #include <string>
 #include <vector>
+
+#include <opencv2/core.hpp>
+#include <torch/torch.h>
 
 #include "anomalysd/core/app_config.h"
 
@@ -21,17 +25,59 @@ struct Plan {
   double vae_lr = 2e-3;
   int unet_steps = 700, unet_batch = 8;
   double unet_lr = 1e-3;
+  int alexnet_steps = 400, efficientnet_steps = 60, feature_batch = 32;
+  bool efficientnet_deep = false;
+  double feature_lr = 1e-3;
+  int photo_crops = 80;                           // crops per real photograph (0: no photographs)
   int finetune_unet = 0, finetune_decoder = 0;    // 0 = the config's
   int limit_per_class = 0;
   std::vector<int64_t> vae_channels{16, 32, 64};  // 2^(n−1) pixels per latent cell
   std::vector<int64_t> unet_channels{32, 64};
 };
 
+// The bootstrap's feature networks (demo_features.cpp).
+struct LabelledImages {
+  torch::Tensor images;              // [N, 3, H, W] float32 in [0, 1]
+  torch::Tensor labels;              // [N] int64, indices into classes
+  std::vector<std::string> classes;
+  std::set<int64_t> texture_classes;   // classes whose images are textures (photographs, weave, ...)
+};
+struct FeatureTrainPlan {
+  int64_t steps = 300, batch = 32;
+  double lr = 1e-3;
+  bool deep = false;  // EfficientNet: also train the stages after the method's taps
+};
+struct FeatureNetReport {
+  std::string arch;
+  int64_t steps = 0, heldout_images = 0;
+  double seconds = 0, class_accuracy = 0, foreign_auroc = 0;
+};
+struct FeaturePaths {
+  std::string alexnet, efficientnet, lpips;
+};
+// Trains AlexNet and EfficientNet-B6 from scratch on `data` (class + rotation prediction) and writes
+// them and the LPIPS lins (all ones) to `out`, each file's metadata saying how it was made.
+std::vector<FeatureNetReport> pretrain_feature_networks(const LabelledImages& data, const FeatureTrainPlan& alexnet_plan,
+                                                        const FeatureTrainPlan& efficientnet_plan, uint64_t seed, const FeaturePaths& out);
+
+// The real photographs (scripts/fetch-demo-photos.sh): every PNG/JPEG in `dir`, sorted by name.
+std::vector<std::filesystem::path> list_photos(const std::filesystem::path& dir);
+// `count` random square crops of a photograph, area-resized to size × size (RGB float32 [0, 1]).
+std::vector<cv::Mat> photo_crops(const std::filesystem::path& photo, int count, int size, uint64_t seed);
+
 // The plan of a run: the full demo, or CI's `quick` one, with --plan key=value changes.
 Plan plan_for(bool quick, const std::vector<std::string>& changes);
 
-// The bootstrap: returns the pre-trained pipeline folder, from the cache when it matches.
-std::string bootstrap(const std::filesystem::path& cache, const Plan& plan, const AppConfig& config, const std::string& config_text_file,
-                      bool rebuild, double* seconds);
+// Where the bootstrap's time went (seconds; all 0 and cached = true when the cache was used).
+struct BootstrapTimes {
+  bool cached = false;
+  double data = 0, features = 0, vae = 0, unet = 0, total = 0;
+  std::vector<FeatureNetReport> feature_nets;
+};
+
+// The bootstrap: the feature networks (to config.features.*) and a pre-trained SD inpainting
+// pipeline; returns the pipeline folder, from the cache when it matches.
+std::string bootstrap(const std::filesystem::path& cache, const std::filesystem::path& photos, const Plan& plan, const AppConfig& config,
+                      const std::string& config_text_file, bool rebuild, BootstrapTimes* times);
 
 }  // namespace anomalysd::demo_detail

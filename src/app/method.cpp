@@ -68,17 +68,33 @@ std::string require_feature_weights(const AppConfig& config, const std::string& 
 
 namespace {
 
-// Eq. (16–17) with φ̂(x) of the test image computed once per image, not once per mask.
+// Eq. (16–17) with φ̂(x) of the test image computed once per image, not once per mask. With
+// `size` > 0 both images are bilinearly resized to size × size for AlexNet and the map is
+// area-resized back: AlexNet's first layer has stride 4, so at a small model resolution (the
+// demo's 64 px: a 15 × 15 first tap) the map is coarser than the defects.
 class LpipsDistance : public ImageDistance {
  public:
-  explicit LpipsDistance(Lpips lpips) : lpips_(std::move(lpips)) {}
-  void begin_image(const torch::Tensor& x) override { reference_ = lpips_->features(x.to(torch::kFloat), /*normalize=*/true); }
+  LpipsDistance(Lpips lpips, int64_t size) : lpips_(std::move(lpips)), size_(size) {}
+  void begin_image(const torch::Tensor& x) override {
+    height_ = x.size(2);
+    width_ = x.size(3);
+    reference_ = lpips_->features(resized(x.to(torch::kFloat)), /*normalize=*/true);
+  }
   torch::Tensor distance(const torch::Tensor& x_hat) override {
-    return lpips_->distance_map_from(reference_, x_hat.to(torch::kFloat), /*normalize=*/true);
+    const torch::Tensor map = lpips_->distance_map_from(reference_, resized(x_hat.to(torch::kFloat)), /*normalize=*/true);
+    if (map.size(2) == height_ && map.size(3) == width_) return map;
+    return torch::adaptive_avg_pool2d(map, {height_, width_});
   }
 
  private:
+  torch::Tensor resized(const torch::Tensor& x) const {
+    if (size_ <= 0 || (x.size(2) == size_ && x.size(3) == size_)) return x;
+    namespace F = torch::nn::functional;
+    return F::interpolate(x, F::InterpolateFuncOptions().size(std::vector<int64_t>{size_, size_}).mode(torch::kBilinear).align_corners(false));
+  }
+
   Lpips lpips_;
+  int64_t size_ = 0, height_ = 0, width_ = 0;
   LpipsFeatures reference_;
 };
 
@@ -145,7 +161,7 @@ MethodRunner::MethodRunner(const AppConfig& config, const std::string& model_dir
   d.keep_inpainted = config_.inference.save_inpainted;
   // Validate the grid against the resolution now rather than at the first image.
   if (d.multiscale) multiscale_masks(config_.resolution, config_.resolution, d.scales, vae_scale_factor(pipe_), d.packing);
-  detector_ = std::make_unique<AnomalyDetector>(*inpainter_, std::make_shared<LpipsDistance>(lpips_), d);
+  detector_ = std::make_unique<AnomalyDetector>(*inpainter_, std::make_shared<LpipsDistance>(lpips_, config_.inference.distance_size), d);
 }
 
 MethodRunner::~MethodRunner() = default;

@@ -309,9 +309,24 @@ int main(int argc, char** argv) {
   demo_cmd->add_flag("--quick", demo.quick, "A reduced run (fewer images and steps), as CI runs it");
   demo_cmd->add_flag("--rebuild", demo.rebuild, "Ignore the cache: bootstrap again");
   demo_cmd->add_option("--set", demo.overrides, "Override a config key (repeatable)");
+  demo_cmd->add_option("--photos", demo.photos, "Real photographs for the bootstrap (default <cache>/photos; scripts/fetch-demo-photos.sh)");
   demo_cmd->add_option("--plan", demo.plan, "Change the demo's scale: key=value (size, vae_steps, unet_steps, ...; repeatable)");
 
   InitWeightsCli init_weights;
+  anomalysd::PretrainFeaturesOptions pretrain;
+  CLI::App* pretrain_cmd = app.add_subcommand("pretrain-features", "Train AlexNet/EfficientNet-B6 feature weights on your own normal images and photographs (as the demo's bootstrap)");
+  pretrain_cmd->add_option("--data", pretrain.data, "A folder dataset: each class's train/good images");
+  pretrain_cmd->add_option("--photos", pretrain.photos, "A folder of photographs (each one a class)");
+  pretrain_cmd->add_option("--textures", pretrain.texture_classes, "The --data classes that are textures (default: none)");
+  pretrain_cmd->add_option("--output", pretrain.output, "Folder for alexnet/efficientnet_b6/lpips .safetensors")->required();
+  pretrain_cmd->add_option("--size", pretrain.size, "Image side")->capture_default_str();
+  pretrain_cmd->add_option("--crops", pretrain.crops, "Crops per photograph")->capture_default_str();
+  pretrain_cmd->add_option("--alexnet-steps", pretrain.alexnet_steps, "AlexNet steps")->capture_default_str();
+  pretrain_cmd->add_option("--efficientnet-steps", pretrain.efficientnet_steps, "EfficientNet-B6 steps")->capture_default_str();
+  pretrain_cmd->add_flag("--efficientnet-deep", pretrain.efficientnet_deep, "Also train EfficientNet's stages after the method's taps");
+  pretrain_cmd->add_option("--batch", pretrain.batch, "Batch size")->capture_default_str();
+  pretrain_cmd->add_option("--lr", pretrain.lr, "Adam learning rate")->capture_default_str();
+  pretrain_cmd->add_option("--seed", pretrain.seed, "Random seed")->capture_default_str();
   CLI::App* init_cmd = app.add_subcommand("init-weights", "Write seeded random feature-network weights (tests, demos without downloads)");
   init_cmd->add_option("--arch", init_weights.arch, "efficientnet_b6 (or _b0.._b7) | alexnet | lpips")->required();
   init_cmd->add_option("--seed", init_weights.seed, "Random seed")->capture_default_str();
@@ -409,12 +424,20 @@ int main(int argc, char** argv) {
                   s.cache_used ? "cached" : (std::to_string(static_cast<int>(s.bootstrap_seconds)) + " s").c_str(), s.finetune_seconds,
                   s.eval_seconds);
       std::printf("wrote %s/{table.md, metrics.json, report.png, report.html}\n", s.output.c_str());
+      if (!s.beats_mean_image) {
+        std::fprintf(stderr, "demo: the full method does not beat the mean-image baseline at both image and pixel level\n");
+        return 3;
+      }
       return 0;
     }
     if (synthetic_cmd->parsed()) {
       const auto s = anomalysd::make_synthetic(synthetic);
       std::printf("wrote %lld images of %lld classes to %s\n", static_cast<long long>(s.images), static_cast<long long>(s.classes),
                   synthetic.output.c_str());
+      return 0;
+    }
+    if (pretrain_cmd->parsed()) {
+      anomalysd::run_pretrain_features(pretrain);
       return 0;
     }
     if (init_cmd->parsed()) {

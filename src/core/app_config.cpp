@@ -46,6 +46,7 @@ InferenceConfig InferenceConfig::from_config(ConfigSection& s) {
   c.blur_sigma = s.get_double("blur_sigma", c.blur_sigma, 0.0, 256.0);
   c.mask_batch = s.get_int("mask_batch", c.mask_batch, 1, 4096);
   c.mask_packing = s.get_choice("mask_packing", c.mask_packing, {"none", "grid2x2"});
+  c.distance_size = s.get_int("distance_size", c.distance_size, 0, 4096);
   c.save_inpainted = s.get_bool("save_inpainted", c.save_inpainted);
   if (c.multiscale && c.scales.empty()) throw s.error("scales", "key 'inference.scales' is empty but inference.multiscale is true");
   if (!c.multiscale && !c.prototype_mask)

@@ -56,15 +56,14 @@ LpipsImpl::LpipsImpl() {
   lin4 = register_module("lin4", LpipsLin(256));
 }
 
-namespace {
-
-// ScalingLayer: (x − shift) / scale, on inputs in [−1, 1] (or [0, 1] mapped there).
-torch::Tensor scale_input(const torch::Tensor& x, bool normalize) {
+torch::Tensor lpips_scale_input(const torch::Tensor& x, bool normalize) {
   const auto opts = x.options();
   const torch::Tensor shift = torch::tensor({-0.030, -0.088, -0.188}, opts).view({1, 3, 1, 1});
   const torch::Tensor scale = torch::tensor({0.458, 0.448, 0.450}, opts).view({1, 3, 1, 1});
   return ((normalize ? 2 * x - 1 : x) - shift) / scale;
 }
+
+namespace {
 
 // Eq. (17)'s Σ over layers of the per-layer maps, each bilinearly upsampled to the input size.
 torch::Tensor upsampled_sum(const std::array<torch::Tensor, 5>& layer_maps, int64_t height, int64_t width) {
@@ -89,7 +88,7 @@ torch::Tensor unit_normalize(const torch::Tensor& tap) {
 LpipsOutput LpipsImpl::forward(const torch::Tensor& x0, const torch::Tensor& x1, bool normalize) {
   if (x0.sizes() != x1.sizes() || x0.dim() != 4 || x0.size(1) != 3) throw ShapeError("lpips: inputs must both be [B, 3, H, W]");
   // Both images through the trunk in one batch.
-  const auto taps = net->forward(torch::cat({scale_input(x0, normalize), scale_input(x1, normalize)}, 0));
+  const auto taps = net->forward(torch::cat({lpips_scale_input(x0, normalize), lpips_scale_input(x1, normalize)}, 0));
   const int64_t b = x0.size(0);
   LpipsOutput out;
   for (int l = 0; l < 5; ++l) {
@@ -112,7 +111,7 @@ torch::Tensor LpipsImpl::weighted_difference(int layer, const torch::Tensor& f0,
 LpipsFeatures LpipsImpl::features(const torch::Tensor& x, bool normalize) {
   if (x.dim() != 4 || x.size(1) != 3) throw ShapeError("lpips: input must be [B, 3, H, W]");
   const torch::Tensor& w = net->features[0]->as<torch::nn::Conv2dImpl>()->weight;
-  const auto taps = net->forward(scale_input(x.to(w.device(), w.scalar_type()), normalize));
+  const auto taps = net->forward(lpips_scale_input(x.to(w.device(), w.scalar_type()), normalize));
   LpipsFeatures f;
   f.height = x.size(2);
   f.width = x.size(3);

@@ -30,6 +30,7 @@ struct DemoOptions {
   std::vector<std::string> overrides;
   bool quick = false;                 // CI's reduced version: fewer images and steps
   bool rebuild = false;               // ignore the cache
+  std::string photos;                 // real photographs for the bootstrap; "" = <cache>/photos (scripts/fetch-demo-photos.sh)
   std::vector<std::string> plan;      // "key=value": the demo's scale (image size, steps, models; see demo.cpp's Plan)
 };
 
@@ -40,13 +41,48 @@ struct DemoSummary {
   double finetune_seconds = 0;
   double eval_seconds = 0;
   bool cache_used = false;
+  bool beats_mean_image = false;      // the full method above the mean-image baseline, image and pixel AUROC
   std::string output;
 };
 
 DemoSummary run_demo(const DemoOptions& options);
 
+// `anomalysd pretrain-features`: AlexNet (LPIPS's trunk) and EfficientNet-B6 (the prototype bank's)
+// trained from scratch on a folder of normal images and photographs where the ImageNet weights
+// cannot be had, as the demo's bootstrap does (demo_features.cpp: class prediction + segmentation
+// of DRAEM-style foreign regions); the LPIPS lins are all ones. Writes alexnet / efficientnet_b6 /
+// lpips .safetensors into `output`, with how they were made in their metadata.
+struct PretrainFeaturesOptions {
+  std::string data;     // a folder dataset: each class's train/good images are one class
+  std::string photos;   // a folder of photographs: each is a class (random crops of it), a texture
+  std::vector<std::string> texture_classes;  // --data classes that are textures (the rest are objects)
+  std::string output;
+  int64_t size = 64;
+  int crops = 80;
+  int64_t alexnet_steps = 400, efficientnet_steps = 60, batch = 32;
+  bool efficientnet_deep = false;
+  double lr = 1e-3;
+  uint64_t seed = 0;
+};
+void run_pretrain_features(const PretrainFeaturesOptions& options);
+
 // The mean-image baseline: per class the mean of the normal training images; a test image's map
 // is its per-pixel squared distance to it (summed over RGB), at the image's size.
 RunResults mean_image_baseline(const std::string& dataset_root, const std::string& maps_dir);
+
+// What a user would try first with the method's own features: PatchCore-style 1-shot patch
+// nearest neighbour. Per class the prototype bank of the shots (EfficientNet taps, rotations; eq.
+// 13), a test image's map its nearest-neighbour distance to the bank (eq. 14) bilinearly upsampled
+// and blurred like the method's; the image score its maximum.
+struct PatchNnBaselineOptions {
+  std::string dataset_root, shots_file, maps_dir;
+  std::string efficientnet;        // weights (safetensors)
+  int efficientnet_variant = 6;
+  std::vector<int64_t> taps{3, 5};  // as features.taps / features.rotations
+  std::vector<double> rotations{0, 90, 180, 270};
+  int64_t resolution = 64;
+  double blur_sigma = 1.0;
+};
+RunResults patch_nn_baseline(const PatchNnBaselineOptions& options);
 
 }  // namespace anomalysd

@@ -35,6 +35,7 @@ struct InferenceConfig {
   double blur_sigma = 4.0;                      // Gaussian σ in pixels at the model resolution; 0 = none
   int64_t mask_batch = 8;                       // masks per UNet call
   std::string mask_packing = "none";            // none | grid2x2
+  int64_t distance_size = 0;                    // LPIPS at size × size (resized), 0 = the model resolution
   bool save_inpainted = false;                  // infer: write the inpainted images per scale
 
   double strength_for(const std::string& cls) const;

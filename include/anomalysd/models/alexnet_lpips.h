@@ -61,6 +61,10 @@ struct LpipsImpl : torch::nn::Module {
 };
 TORCH_MODULE(Lpips);
 
+// LPIPS's ScalingLayer, (x − shift) / scale, on images in [−1, 1] (or [0, 1] with normalize): the
+// AlexNet trunk's input.
+torch::Tensor lpips_scale_input(const torch::Tensor& x, bool normalize = false);
+
 // φ̂: each feature vector of a tap [B, C, h, w] divided by its norm over channels (+1e-10), in
 // float32 whatever the tap's dtype (an all-zero vector stays 0, never 0/0).
 torch::Tensor unit_normalize(const torch::Tensor& tap);
