@@ -7,15 +7,20 @@
 #   scripts/demo.sh                 # the demo (about 5 minutes on 2 cores after the build)
 #   scripts/demo.sh --quick         # a reduced run, as CI runs it
 #   scripts/demo.sh --rebuild       # bootstrap again instead of using models/demo
+#   scripts/demo.sh --plan pretrained_features=1   # also pre-train AlexNet/LPIPS/EfficientNet-B6 on the
+#                                   # bootstrap's images and real CC0 photographs (scripts/fetch-demo-photos.sh)
 # Any other argument goes to `anomalysd demo` (e.g. --set threads=4, --plan unet_steps=2000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Only the CLI (the tests come with scripts/test.sh): a fresh build takes ~4 minutes on 2 cores.
+# Only the CLI (the tests come with scripts/test.sh): a fresh build takes ~2 minutes on 2 cores.
 echo "demo: installing what is missing and building build/src/anomalysd (log: build-demo.log) ..."
 generator=()
 if command -v ninja >/dev/null 2>&1 && [ ! -f build/Makefile ]; then generator=(-G Ninja); fi
 { scripts/install-deps.sh && cmake -S . -B build "${generator[@]}" -DCMAKE_BUILD_TYPE=Release && cmake --build build --target anomalysd --parallel "$(nproc)"; } \
   > build-demo.log 2>&1 || { tail -40 build-demo.log; echo "demo: the build failed (log: build-demo.log)"; exit 1; }
-echo "demo: built"
+echo "demo: built in ${SECONDS} s"
+if [[ " $* " == *"pretrained_features=1"* ]]; then
+  scripts/fetch-demo-photos.sh models/demo/photos || echo "demo: no photographs (the bootstrap learns from synthetic images only)"
+fi
 exec build/src/anomalysd demo --output results/demo --cache models/demo "$@"

@@ -234,7 +234,9 @@ double pretrain_vae(SdPipeline& pipe, Lpips& lpips, const torch::Tensor& images,
 std::string bootstrap_key(const Plan& plan, uint64_t seed, const std::vector<std::string>& photos) {
   const nlohmann::json key = {{"version", project_version()}, {"seed", seed}, {"size", plan.size}, {"images", plan.bootstrap_images},
                               {"vae", {plan.vae_steps, plan.vae_batch, plan.vae_lr}}, {"unet", {plan.unet_steps, plan.unet_batch, plan.unet_lr}},
-                              {"features", {plan.alexnet_steps, plan.efficientnet_steps, plan.efficientnet_deep, plan.feature_batch, plan.feature_lr, "draem-v1"}},
+                              {"features", plan.pretrained_features ? nlohmann::json{plan.alexnet_steps, plan.efficientnet_steps, plan.efficientnet_deep, plan.feature_batch,
+                                                                      plan.feature_lr, "pairs-v2"}
+                                                       : nlohmann::json("init-weights")},
                               {"photos", {plan.photo_crops, photos}},
                               {"configs", {unet_config(plan), vae_config(plan, 1.0), text_config(), scheduler_config()}}};
   uint64_t h = 1469598103934665603ull;
@@ -257,7 +259,8 @@ std::string bootstrap(const fs::path& cache, const fs::path& photos_dir, const P
   const uint64_t seed = static_cast<uint64_t>(config.runtime.seed);
   const fs::path dir = cache / "bootstrap";
   const fs::path model = dir / "model";
-  const std::vector<fs::path> photos = plan.photo_crops > 0 ? list_photos(photos_dir) : std::vector<fs::path>{};
+  const std::vector<fs::path> photos =
+      plan.pretrained_features && plan.photo_crops > 0 ? list_photos(photos_dir) : std::vector<fs::path>{};
   std::vector<std::string> photo_names;
   for (const auto& p : photos) photo_names.push_back(p.filename().string());
   const std::string key = bootstrap_key(plan, seed, photo_names);
@@ -271,7 +274,7 @@ std::string bootstrap(const fs::path& cache, const fs::path& photos_dir, const P
       return model.string();
     }
   }
-  if (photos.empty())
+  if (plan.pretrained_features && photos.empty())
     spdlog::warn("bootstrap: no photographs in {} (scripts/fetch-demo-photos.sh fetches them): pre-training on synthetic images only",
                  photos_dir.string());
   fs::remove_all(dir);
@@ -330,8 +333,14 @@ std::string bootstrap(const fs::path& cache, const fs::path& photos_dir, const P
   // 2. the feature networks (AlexNet for LPIPS, EfficientNet-B6 for the prototype bank)
   const auto t_features = std::chrono::steady_clock::now();
   for (const auto& f : {features.alexnet, features.efficientnet, features.lpips}) fs::create_directories(fs::path(f).parent_path());
-  times->feature_nets = pretrain_feature_networks(labelled, {plan.alexnet_steps, plan.feature_batch, plan.feature_lr},
-                                                  {plan.efficientnet_steps, plan.feature_batch, plan.feature_lr, plan.efficientnet_deep}, seed, features);
+  if (plan.pretrained_features) {
+    times->feature_nets = pretrain_feature_networks(labelled, {plan.alexnet_steps, plan.feature_batch, plan.feature_lr},
+                                                    {plan.efficientnet_steps, plan.feature_batch, plan.feature_lr, plan.efficientnet_deep}, seed, features);
+  } else {
+    init_feature_weights("efficientnet_b6", seed, features.efficientnet);
+    init_feature_weights("alexnet", seed, features.alexnet);
+    init_feature_weights("lpips", seed, features.lpips);
+  }
   times->features = since(t_features);
   // 3. random pipeline, then the VAE on every image (the photographs' crops included)
   const auto t_vae = std::chrono::steady_clock::now();

@@ -230,6 +230,8 @@ FeatureNetReport train_two_tasks(const std::string& arch, nn::Module& net, const
   params.push_back({"logit_scale", logit_scale});
   params.push_back({"logit_bias", logit_bias});
   Adam adam(params, plan.lr);
+  FeatureNetReport r;
+  r.initial_foreign_auroc = heldout_scores(trunk, cls, weights, held_images, held_labels, textures, seed + 17).second;
   net.train();
   cv::RNG rng(seed);
   ProgressBar bar("bootstrap " + arch, plan.steps, "step");
@@ -261,14 +263,13 @@ FeatureNetReport train_two_tasks(const std::string& arch, nn::Module& net, const
   net.eval();
   for (auto& p : net.parameters()) p.set_requires_grad(false);
   for (auto& w : weights) w.set_requires_grad(false);
-  FeatureNetReport r;
   r.arch = arch;
   r.steps = plan.steps;
   std::tie(r.class_accuracy, r.foreign_auroc) = heldout_scores(trunk, cls, weights, held_images, held_labels, textures, seed + 17);
   r.heldout_images = held_images.size(0);
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  spdlog::debug("bootstrap {}: {} steps in {:.0f} s, mean loss {:.3f}; held out: class accuracy {:.3f}, foreign-region AUROC {:.3f}", arch,
-                plan.steps, r.seconds, loss_sum / std::max<int64_t>(1, plan.steps), r.class_accuracy, r.foreign_auroc);
+  spdlog::debug("bootstrap {}: {} steps in {:.0f} s, mean loss {:.3f}; held out: class accuracy {:.3f}, foreign-region AUROC {:.3f} (at init {:.3f})",
+                arch, plan.steps, r.seconds, loss_sum / std::max<int64_t>(1, plan.steps), r.class_accuracy, r.foreign_auroc, r.initial_foreign_auroc);
   return r;
 }
 
@@ -287,8 +288,8 @@ std::map<std::string, std::string> provenance(const std::string& arch, const std
   if (report) {
     meta["steps"] = std::to_string(report->steps);
     char acc[96];
-    std::snprintf(acc, sizeof acc, "class accuracy %.3f, foreign-region AUROC %.3f on %lld held-out images", report->class_accuracy,
-                  report->foreign_auroc,
+    std::snprintf(acc, sizeof acc, "class accuracy %.3f, foreign-region AUROC %.3f (%.3f at init) on %lld held-out images",
+                  report->class_accuracy, report->foreign_auroc, report->initial_foreign_auroc,
                   static_cast<long long>(report->heldout_images));
     meta["heldout_accuracy"] = acc;
   }
@@ -343,7 +344,7 @@ std::vector<FeatureNetReport> pretrain_feature_networks(const LabelledImages& da
     NamedTensors lin_tensors;
     for (int l = 0; l < 5; ++l) lin_tensors.emplace_back("lin" + std::to_string(l) + ".model.1.weight", lins[l].view({1, -1, 1, 1}).contiguous());
     save_safetensors(out.lpips, lin_tensors,
-                     provenance("lpips", "LPIPS's channel weights learnt with the AlexNet trunk on the same pair task (from all ones, kept >= 0)", data,
+                     provenance("lpips", "LPIPS's channel weights learnt with the AlexNet trunk on the same tasks (where an altered copy differs by a foreign region; from all ones, kept >= 0)", data,
                                 &reports.back()));
   }
   {
@@ -373,7 +374,7 @@ std::vector<FeatureNetReport> pretrain_feature_networks(const LabelledImages& da
 
 namespace anomalysd {
 
-void run_pretrain_features(const PretrainFeaturesOptions& o) {
+std::vector<PretrainedFeatureNet> run_pretrain_features(const PretrainFeaturesOptions& o) {
   using namespace demo_detail;
   if (o.output.empty()) throw InputError("pretrain-features: --output is required");
   // Every class's normal training images, and the photographs' crops, one class each.
@@ -404,11 +405,15 @@ void run_pretrain_features(const PretrainFeaturesOptions& o) {
   fs::create_directories(o.output);
   const FeaturePaths out{(fs::path(o.output) / "alexnet.safetensors").string(), (fs::path(o.output) / "efficientnet_b6.safetensors").string(),
                          (fs::path(o.output) / "lpips.safetensors").string()};
+  std::vector<PretrainedFeatureNet> nets;
   for (const auto& r : pretrain_feature_networks(data, {o.alexnet_steps, o.batch, o.lr}, {o.efficientnet_steps, o.batch, o.lr, o.efficientnet_deep},
-                                                 o.seed, out))
-    spdlog::info("{}: {} steps in {:.0f} s; held out: class accuracy {:.3f}, foreign-region AUROC {:.3f}", r.arch, r.steps, r.seconds,
-                 r.class_accuracy, r.foreign_auroc);
+                                                 o.seed, out)) {
+    nets.push_back({r.arch, r.steps, r.seconds, r.class_accuracy, r.foreign_auroc, r.initial_foreign_auroc});
+    spdlog::info("{}: {} steps in {:.0f} s; held out: class accuracy {:.3f}, foreign-region AUROC {:.3f} ({:.3f} at init)", r.arch, r.steps,
+                 r.seconds, r.class_accuracy, r.foreign_auroc, r.initial_foreign_auroc);
+  }
   spdlog::info("wrote {}, {}, {} ({} images of {} classes)", out.alexnet, out.efficientnet, out.lpips, data.images.size(0), data.classes.size());
+  return nets;
 }
 
 }  // namespace anomalysd

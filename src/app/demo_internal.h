@@ -27,6 +27,11 @@ struct Plan {
   double unet_lr = 1e-3;
   int alexnet_steps = 400, efficientnet_steps = 60, feature_batch = 32;
   bool efficientnet_deep = false;
+  // false: the feature networks keep seeded random weights (`init-weights`) and the bootstrap sees
+  // synthetic images only; true: it also learns from the real photographs and pre-trains AlexNet,
+  // the LPIPS lins and EfficientNet-B6 (demo_features.cpp). Off by default: measured, features
+  // pre-trained in a CPU minute score below random ones (README, "What the demo shows").
+  bool pretrained_features = false;
   double feature_lr = 1e-3;
   int photo_crops = 80;                           // crops per real photograph (0: no photographs)
   int finetune_unet = 0, finetune_decoder = 0;    // 0 = the config's
@@ -50,7 +55,7 @@ struct FeatureTrainPlan {
 struct FeatureNetReport {
   std::string arch;
   int64_t steps = 0, heldout_images = 0;
-  double seconds = 0, class_accuracy = 0, foreign_auroc = 0;
+  double seconds = 0, class_accuracy = 0, foreign_auroc = 0, initial_foreign_auroc = 0;
 };
 struct FeaturePaths {
   std::string alexnet, efficientnet, lpips;
