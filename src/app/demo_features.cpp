@@ -1,17 +1,19 @@
-// The demo bootstrap's feature networks: the real AlexNet (LPIPS's trunk, eq. 16–17) and
-// EfficientNet-B6 (the prototype bank's, eq. 12–14) trained from scratch on the bootstrap's images —
-// never the benchmark's — in place of their ImageNet pre-training, and LPIPS's linear layers set to
-// the untuned LPIPS (every channel weight 1).
+// The feature networks' pre-training (`anomalysd pretrain-features`, the demo's
+// `--plan pretrained_features=1`): the real AlexNet with LPIPS's lins (the distance D, eq. 16–17) and
+// EfficientNet-B6 (the prototype bank, eq. 12–14), trained from scratch on normal images and
+// photographs — never a benchmark's — in place of their ImageNet pre-training.
 //
 // Two tasks on one trunk:
-//   - which class (a linear head on the globally pooled taps): the bootstrap's synthetic classes and
-//     each real photograph;
-//   - where a foreign region is (self-supervised, as DRAEM's synthetic anomalies, Zavrtanik et al.
-//     2021): a smooth random blob or stroke of an image is replaced by another image's texture or a
-//     flat colour, and a 1×1 convolution on every tap the method reads segments it at that tap's
-//     grid. Classification alone learns global statistics, to which a small local change is
-//     invisible (measured: it made the demo's maps worse than random features); the method compares
-//     features locally, so the features must see local irregularity.
+//   - where an altered copy of an image differs from it (self-supervised): a foreign region — a
+//     smooth random blob or stroke of another image's texture or a flat colour, as DRAEM's synthetic
+//     anomalies (Zavrtanik et al. 2021) — against normal re-renderings (blur, noise, a VAE-like
+//     down/up-sampling, a blob shifted a few pixels, for textures a blob of another image of the
+//     class), learnt as a per-pixel logistic regression on exactly the distance map the method uses;
+//   - which class (a linear head on the globally pooled taps, weight 0.2).
+// Measured first and dropped: classification alone, and with rotation prediction (the bootstrap's
+// classes are orientation-free, so rotation stays at chance), made the demo's maps worse than random
+// features — the method compares features locally. What the result is worth: README, "What the demo
+// shows" (for D a random AlexNet still wins).
 #include "app/demo_internal.h"
 
 #include <chrono>
@@ -42,8 +44,7 @@ namespace nn = torch::nn;
 
 namespace {
 
-// Trunk: images [B, 3, H, W] in [0, 1] -> the taps: the first `dense` are segmented, all are pooled
-// for the class head.
+// Trunk: images [B, 3, H, W] in [0, 1] -> the taps the distance compares (all pooled for the class head).
 using Trunk = std::function<std::vector<torch::Tensor>(const torch::Tensor&)>;
 
 torch::Tensor pooled(const std::vector<torch::Tensor>& taps) {
