@@ -242,6 +242,39 @@ TEST(Eval, Bfloat16RunsEndToEndOnTheCpuWithFiniteMapsCloseToFloat32) {
   std::printf("bfloat16 vs float32 maps: largest difference %.3f of the map's maximum\n", worst);
 }
 
+TEST(Eval, DistanceSizeRunsLpipsOnResizedImagesAndIsANoOpAtTheModelResolution) {
+  ANOMALYSD_REQUIRE_FIXTURES(fixtures);
+  EvalFixture f(fixtures);
+  // inference.distance_size: both images resized to N × N for AlexNet, the map resized back. At the
+  // model resolution (the small runs' 32²) nothing is resized: the maps are the default's, bit for
+  // bit; at 96² AlexNet sees a finer grid (its first tap 23 × 23 instead of 7 × 7), so they differ.
+  EvalOptions plain = f.options("plain"), same = f.options("same"), larger = f.options("larger");
+  plain.limit_per_class = same.limit_per_class = larger.limit_per_class = 2;
+  same.overrides.push_back("inference.distance_size=32");
+  larger.overrides.push_back("inference.distance_size=96");
+  run_eval(plain);
+  run_eval(same);
+  run_eval(larger);
+  int maps = 0;
+  double changed = 0;
+  for (const auto& e : fs::recursive_directory_iterator(f.tmp.path() / "plain/maps")) {
+    if (!e.is_regular_file()) continue;
+    const fs::path rel = fs::relative(e.path(), f.tmp.path() / "plain/maps");
+    const cv::Mat a = read_anomaly_map(e.path().string());
+    const cv::Mat b = read_anomaly_map((f.tmp.path() / "same/maps" / rel).string());
+    const cv::Mat c = read_anomaly_map((f.tmp.path() / "larger/maps" / rel).string());
+    ASSERT_EQ(c.size(), a.size()) << rel;
+    ASSERT_TRUE(cv::checkRange(c)) << rel;
+    EXPECT_EQ(cv::norm(a, b, cv::NORM_INF), 0.0) << rel;
+    double hi = 0;
+    cv::minMaxLoc(a, nullptr, &hi);
+    changed = std::max(changed, cv::norm(a, c, cv::NORM_INF) / hi);
+    ++maps;
+  }
+  EXPECT_GT(maps, 0);
+  EXPECT_GT(changed, 0.05) << "distance_size=96 left every map as it was";
+}
+
 TEST(Eval, BadInputsNameTheFile) {
   ANOMALYSD_REQUIRE_FIXTURES(fixtures);
   EvalFixture f(fixtures);
