@@ -121,12 +121,6 @@ class QuietStage {
   std::chrono::steady_clock::time_point start_;
 };
 
-std::string pct(double v) {
-  char b[16];
-  std::snprintf(b, sizeof b, "%.1f", 100 * v);
-  return b;
-}
-
 }  // namespace
 
 DemoSummary run_demo(const DemoOptions& o) {
@@ -138,7 +132,7 @@ DemoSummary run_demo(const DemoOptions& o) {
   // The config: the embedded demo config (or the file given), written beside the results.
   const std::string config_file = o.config.empty() ? (out / "demo.yaml").string() : o.config;
   if (o.config.empty()) write_file_atomically(config_file, embedded_demo_config());
-  // The feature networks are the bootstrap's (pre-trained on its images), beside its pipeline.
+  // The feature networks are the bootstrap's (random, or pre-trained on its images), beside its pipeline.
   const fs::path features = cache / "bootstrap" / "features";
   std::vector<std::string> overrides = {"features.efficientnet=" + (features / "efficientnet_b6.safetensors").string(),
                                         "features.alexnet=" + (features / "alexnet.safetensors").string(),
@@ -180,8 +174,8 @@ DemoSummary run_demo(const DemoOptions& o) {
     } else {
       std::string nets;
       for (const auto& r : bt.feature_nets)
-        nets += fmt::format("{}{} {:.0f} s (held out: class accuracy {} %, foreign-region AUROC {} %)", nets.empty() ? "" : ", ", r.arch, r.seconds,
-                            pct(r.class_accuracy), pct(r.foreign_auroc));
+        nets += fmt::format("{}{} {:.0f} s (held out: class accuracy {:.1f} %, foreign-region AUROC {:.1f} %)", nets.empty() ? "" : ", ", r.arch, r.seconds,
+                            100 * r.class_accuracy, 100 * r.foreign_auroc);
       if (nets.empty()) nets = fmt::format("feature networks random (init-weights) {:.0f} s", bt.features);
       stage.done(fmt::format("demo 2/5 bootstrap: {:.0f} s — data {:.0f} s, {}, VAE {:.0f} s, UNet {:.0f} s", bt.total, bt.data, nets,
                              bt.vae, bt.unet));

@@ -26,6 +26,7 @@
 #include "anomalysd/io/errors.h"
 #include "anomalysd/io/json_file.h"
 #include "anomalysd/io/tensor_io.h"
+#include "anomalysd/models/weights.h"
 #include "anomalysd/metrics/eval_maps.h"
 #include "anomalysd/models/clip_text.h"
 #include "anomalysd/tools/components.h"
@@ -149,13 +150,6 @@ nlohmann::json scheduler_config() {
           {"steps_offset", 1}, {"prediction_type", "epsilon"}, {"timestep_spacing", "leading"}, {"trained_betas", nullptr}};
 }
 
-std::map<std::string, torch::Tensor> module_state(torch::nn::Module& m) {
-  std::map<std::string, torch::Tensor> out;
-  for (const auto& p : m.named_parameters(true)) out[p.key()] = p.value().detach().contiguous();
-  for (const auto& b : m.named_buffers(true)) out[b.key()] = b.value().detach().contiguous();
-  return out;
-}
-
 void write_json(const fs::path& path, const nlohmann::json& j) {
   fs::create_directories(path.parent_path());
   write_file_atomically(path.string(), json_text(j));
@@ -174,13 +168,13 @@ void write_random_pipeline(const fs::path& dir, const Plan& plan, uint64_t seed)
   write_tokenizer(dir / "tokenizer");
   write_json(dir / "text_encoder" / "config.json", text_config());
   ClipTextModel clip(ClipTextConfig::from_json((dir / "text_encoder" / "config.json").string()));
-  save_safetensors((dir / "text_encoder" / "model.safetensors").string(), module_state(*clip), {{"format", "pt"}});
+  save_safetensors((dir / "text_encoder" / "model.safetensors").string(), module_tensors(*clip), {{"format", "pt"}});
   write_json(dir / "vae" / "config.json", vae_config(plan, 1.0));
   AutoencoderKL vae(VaeConfig::from_json((dir / "vae" / "config.json").string()));
-  save_safetensors((dir / "vae" / "diffusion_pytorch_model.safetensors").string(), module_state(*vae), {{"format", "pt"}});
+  save_safetensors((dir / "vae" / "diffusion_pytorch_model.safetensors").string(), module_tensors(*vae), {{"format", "pt"}});
   write_json(dir / "unet" / "config.json", unet_config(plan));
   UNet2DConditionModel unet(UNetConfig::from_json((dir / "unet" / "config.json").string()));
-  save_safetensors((dir / "unet" / "diffusion_pytorch_model.safetensors").string(), module_state(*unet), {{"format", "pt"}});
+  save_safetensors((dir / "unet" / "diffusion_pytorch_model.safetensors").string(), module_tensors(*unet), {{"format", "pt"}});
 }
 
 // Pre-training of the whole VAE (encoder and decoder), as SD's autoencoder was trained:
@@ -329,6 +323,7 @@ std::string bootstrap(const fs::path& cache, const fs::path& photos_dir, const P
   }
   labelled.images = torch::cat(images, 0);
   labelled.labels = torch::cat(labels, 0);
+  labelled.source = "the bootstrap's (other seeds and classes than the benchmark's, and crops of real CC0 photographs), never the benchmark's";
   times->data = since(start);
   // 2. the feature networks (AlexNet for LPIPS, EfficientNet-B6 for the prototype bank)
   const auto t_features = std::chrono::steady_clock::now();
@@ -356,7 +351,7 @@ std::string bootstrap(const fs::path& cache, const fs::path& photos_dir, const P
   }
   const double scaling = pretrain_vae(pipe, lpips, torch::cat(vae_images, 0), plan, seed);
   write_json(dir / "init" / "vae" / "config.json", vae_config(plan, scaling));
-  save_safetensors((dir / "init" / "vae" / "diffusion_pytorch_model.safetensors").string(), module_state(*pipe.vae), {{"format", "pt"}});
+  save_safetensors((dir / "init" / "vae" / "diffusion_pytorch_model.safetensors").string(), module_tensors(*pipe.vae), {{"format", "pt"}});
   times->vae = since(t_vae);
   // 4. the inpainting UNet, with finetune's loop: eq. (8) on random rectangles (no IoU filter)
   const auto t_unet = std::chrono::steady_clock::now();

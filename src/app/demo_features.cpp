@@ -31,6 +31,7 @@
 #include "anomalysd/io/errors.h"
 #include "anomalysd/io/safetensors.h"
 #include "anomalysd/io/tensor_io.h"
+#include "anomalysd/models/weights.h"
 #include "anomalysd/metrics/metrics.h"
 #include "anomalysd/models/alexnet_lpips.h"
 #include "anomalysd/models/efficientnet.h"
@@ -150,31 +151,33 @@ TaskBatch sample_batch(const torch::Tensor& images, const torch::Tensor& labels,
   return {x, y.clamp(0.0, 1.0).contiguous(), labels.index_select(0, idx), masks};
 }
 
-// The distance map of the pair task (eq. 17's form): per tap the channel-weighted squared
-// difference of unit-normalised features (weights: LPIPS's lins, or the channel mean), bilinearly
-// upsampled to H × W and summed over taps.
-torch::Tensor pair_distance(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b,
-                            const std::vector<torch::Tensor>& weights, int64_t height, int64_t width) {
+// Layer l's distance of two unit-normalised taps, [B, 1, h, w]: for AlexNet LPIPS's own
+// weighted_difference (its lins), for EfficientNet the channel mean.
+using LayerDistance = std::function<torch::Tensor(int, const torch::Tensor&, const torch::Tensor&)>;
+
+// The distance map of the pair task (eq. 17's form): per tap the layer distance of the
+// unit-normalised features, bilinearly upsampled to H × W and summed over taps.
+torch::Tensor pair_distance(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b, const LayerDistance& layer_distance,
+                            int64_t height, int64_t width) {
   namespace F = torch::nn::functional;
   torch::Tensor map;
   for (std::size_t l = 0; l < a.size(); ++l) {
-    const torch::Tensor sq = (unit_normalize(a[l]) - unit_normalize(b[l])).pow(2);
-    const torch::Tensor d = weights.empty() ? sq.mean(1, true) : (sq * weights[l].view({1, -1, 1, 1})).sum(1, true);
+    const torch::Tensor d = layer_distance(static_cast<int>(l), unit_normalize(a[l]), unit_normalize(b[l]));
     const torch::Tensor up = F::interpolate(d, F::InterpolateFuncOptions().size(std::vector<int64_t>{height, width}).mode(torch::kBilinear).align_corners(false));
     map = map.defined() ? map + up : up;
   }
   return map;
 }
 
-// Held out: the class accuracy on unaltered images, and how well the pair distance ranks the
-// foreign pixels of altered ones (pixel AUROC).
 std::map<int64_t, std::vector<int64_t>> indices_by_class(const torch::Tensor& labels) {
   std::map<int64_t, std::vector<int64_t>> out;
   for (int64_t i = 0; i < labels.size(0); ++i) out[labels[i].item<int64_t>()].push_back(i);
   return out;
 }
 
-std::pair<double, double> heldout_scores(const Trunk& trunk, nn::Linear& cls, const std::vector<torch::Tensor>& weights, const torch::Tensor& images,
+// Held out: the class accuracy on unaltered images, and how well the pair distance ranks the
+// foreign pixels of altered ones (pixel AUROC).
+std::pair<double, double> heldout_scores(const Trunk& trunk, nn::Linear& cls, const LayerDistance& layer_distance, const torch::Tensor& images,
                                          const torch::Tensor& labels, const std::set<int64_t>& textures, uint64_t seed) {
   torch::NoGradGuard no_grad;
   const auto by_class = indices_by_class(labels);
@@ -186,17 +189,19 @@ std::pair<double, double> heldout_scores(const Trunk& trunk, nn::Linear& cls, co
     const int64_t n = std::min<int64_t>(32, images.size(0) - start);
     right += cls->forward(pooled(trunk(images.narrow(0, start, n)))).argmax(1).eq(labels.narrow(0, start, n)).sum().item<int64_t>();
     const TaskBatch b = sample_batch(images, labels, textures, by_class, n, gen, rng);
-    pixel_scores.push_back(pair_distance(trunk(b.images), trunk(b.altered), weights, images.size(2), images.size(3)).flatten());
+    pixel_scores.push_back(pair_distance(trunk(b.images), trunk(b.altered), layer_distance, images.size(2), images.size(3)).flatten());
     pixel_labels.push_back((b.masks > 0.5).flatten());
   }
   const double accuracy = static_cast<double>(right) / std::max<int64_t>(1, images.size(0));
   return {accuracy, auroc(torch::cat(pixel_scores), torch::cat(pixel_labels))};
 }
 
-// Trains `net` (and `weights`, when given: LPIPS's lins, kept ≥ 0 as LPIPS does) on both tasks:
+// Trains `net` (with the parameters of `layer_distance`, if any, among net's: LPIPS's lins, kept ≥ 0
+// as LPIPS does) on both tasks:
 // the pair task as a per-pixel logistic regression of the foreign mask on the distance map, and
 // the class task (weight 0.2) on the pooled taps of the unaltered images.
-FeatureNetReport train_two_tasks(const std::string& arch, nn::Module& net, const Trunk& trunk, std::vector<torch::Tensor> weights,
+FeatureNetReport train_two_tasks(const std::string& arch, nn::Module& net, const Trunk& trunk, const LayerDistance& layer_distance,
+                                 const std::vector<torch::Tensor>& nonnegative,
                                  const LabelledImages& data, const FeatureTrainPlan& plan, uint64_t seed) {
   const auto start = std::chrono::steady_clock::now();
   torch::manual_seed(seed);
@@ -226,13 +231,12 @@ FeatureNetReport train_two_tasks(const std::string& arch, nn::Module& net, const
     p.value().set_requires_grad(true);
     params.push_back({p.key(), p.value()});
   }
-  for (std::size_t l = 0; l < weights.size(); ++l) params.push_back({"lin" + std::to_string(l), weights[l].set_requires_grad(true)});
   for (const auto& p : cls->named_parameters(true)) params.push_back({"cls." + p.key(), p.value()});
   params.push_back({"logit_scale", logit_scale});
   params.push_back({"logit_bias", logit_bias});
   Adam adam(params, plan.lr);
   FeatureNetReport r;
-  r.initial_foreign_auroc = heldout_scores(trunk, cls, weights, held_images, held_labels, textures, seed + 17).second;
+  r.initial_foreign_auroc = heldout_scores(trunk, cls, layer_distance, held_images, held_labels, textures, seed + 17).second;
   net.train();
   cv::RNG rng(seed);
   ProgressBar bar("bootstrap " + arch, plan.steps, "step");
@@ -247,7 +251,7 @@ FeatureNetReport train_two_tasks(const std::string& arch, nn::Module& net, const
       clean.push_back(t.narrow(0, 0, plan.batch));
       altered.push_back(t.narrow(0, plan.batch, plan.batch));
     }
-    const torch::Tensor d = pair_distance(clean, altered, weights, height, width);
+    const torch::Tensor d = pair_distance(clean, altered, layer_distance, height, width);
     const torch::Tensor loss = torch::binary_cross_entropy_with_logits(d * logit_scale + logit_bias, b.masks) +
                                0.2 * torch::cross_entropy_loss(cls->forward(pooled(clean)), b.classes);
     loss.backward();
@@ -255,7 +259,7 @@ FeatureNetReport train_two_tasks(const std::string& arch, nn::Module& net, const
     adam.step();
     {
       torch::NoGradGuard no_grad;
-      for (auto& w : weights) w.clamp_min_(0.0);
+      for (const auto& w : nonnegative) w.clamp_min_(0.0);
     }
     loss_sum += loss.item<double>();
     bar.advance();
@@ -263,10 +267,9 @@ FeatureNetReport train_two_tasks(const std::string& arch, nn::Module& net, const
   bar.finish();
   net.eval();
   for (auto& p : net.parameters()) p.set_requires_grad(false);
-  for (auto& w : weights) w.set_requires_grad(false);
   r.arch = arch;
   r.steps = plan.steps;
-  std::tie(r.class_accuracy, r.foreign_auroc) = heldout_scores(trunk, cls, weights, held_images, held_labels, textures, seed + 17);
+  std::tie(r.class_accuracy, r.foreign_auroc) = heldout_scores(trunk, cls, layer_distance, held_images, held_labels, textures, seed + 17);
   r.heldout_images = held_images.size(0);
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   spdlog::debug("bootstrap {}: {} steps in {:.0f} s, mean loss {:.3f}; held out: class accuracy {:.3f}, foreign-region AUROC {:.3f} (at init {:.3f})",
@@ -274,18 +277,10 @@ FeatureNetReport train_two_tasks(const std::string& arch, nn::Module& net, const
   return r;
 }
 
-NamedTensors module_tensors(nn::Module& m) {
-  NamedTensors out;
-  for (const auto& p : m.named_parameters(true)) out.emplace_back(p.key(), p.value().detach().contiguous());
-  for (const auto& b : m.named_buffers(true)) out.emplace_back(b.key(), b.value().detach().contiguous());
-  return out;
-}
-
 std::map<std::string, std::string> provenance(const std::string& arch, const std::string& how, const LabelledImages& data,
                                               const FeatureNetReport* report) {
   std::map<std::string, std::string> meta = {{"format", "pt"}, {"anomalysd_init", "bootstrap"}, {"arch", arch}, {"how", how}};
-  meta["trained_on"] = std::to_string(data.images.size(0)) + " bootstrap images of " + std::to_string(data.classes.size()) +
-                       " classes (other seeds and classes than the benchmark's, and crops of real CC0 photographs), never the benchmark's";
+  meta["trained_on"] = std::to_string(data.images.size(0)) + " images of " + std::to_string(data.classes.size()) + " classes: " + data.source;
   if (report) {
     meta["steps"] = std::to_string(report->steps);
     char acc[96];
@@ -335,15 +330,21 @@ std::vector<FeatureNetReport> pretrain_feature_networks(const LabelledImages& da
                             " classes: where an altered copy differs by a foreign region (per-pixel, on the distance map) + which class";
   {
     torch::manual_seed(seed);
-    AlexNetFeatures alexnet;
-    // LPIPS's lins, learnt with the trunk (from all ones, kept ≥ 0).
+    // LPIPS itself: its AlexNet is the trunk, its lins (from all ones, kept ≥ 0) weight the layers.
+    Lpips lpips;
     std::vector<torch::Tensor> lins;
-    for (int64_t c : {64, 192, 384, 256, 256}) lins.push_back(torch::ones({c}));
-    const Trunk trunk = [&](const torch::Tensor& x) { return alexnet->forward(lpips_scale_input(x, /*normalize=*/true)); };
-    reports.push_back(train_two_tasks("alexnet", *alexnet, trunk, lins, data, alexnet_plan, seed + 1));
-    save_safetensors(out.alexnet, module_tensors(*alexnet), provenance("alexnet", tasks, data, &reports.back()));
+    for (LpipsLinImpl* lin : {lpips->lin0.get(), lpips->lin1.get(), lpips->lin2.get(), lpips->lin3.get(), lpips->lin4.get()}) {
+      lins.push_back(lin->model[1]->as<nn::Conv2dImpl>()->weight);
+      torch::NoGradGuard no_grad;
+      lins.back().fill_(1.0);
+    }
+    const Trunk trunk = [&](const torch::Tensor& x) { return lpips->net->forward(lpips_scale_input(x, /*normalize=*/true)); };
+    const LayerDistance distance = [&](int l, const torch::Tensor& f0, const torch::Tensor& f1) { return lpips->weighted_difference(l, f0, f1); };
+    reports.push_back(train_two_tasks("alexnet", *lpips, trunk, distance, lins, data, alexnet_plan, seed + 1));
+    save_safetensors(out.alexnet, module_tensors(*lpips->net), provenance("alexnet", tasks, data, &reports.back()));
     NamedTensors lin_tensors;
-    for (int l = 0; l < 5; ++l) lin_tensors.emplace_back("lin" + std::to_string(l) + ".model.1.weight", lins[l].view({1, -1, 1, 1}).contiguous());
+    for (const auto& [name, t] : module_tensors(*lpips))
+      if (name.rfind("lin", 0) == 0) lin_tensors.emplace_back(name, t);
     save_safetensors(out.lpips, lin_tensors,
                      provenance("lpips", "LPIPS's channel weights learnt with the AlexNet trunk on the same tasks (where an altered copy differs by a foreign region; from all ones, kept >= 0)", data,
                                 &reports.back()));
@@ -360,7 +361,8 @@ std::vector<FeatureNetReport> pretrain_feature_networks(const LabelledImages& da
       for (auto& [i, f] : efficientnet->features_at(imagenet_normalize(x), taps)) t.push_back(f);
       return t;
     };
-    reports.push_back(train_two_tasks("efficientnet_b6", *efficientnet, trunk, {}, data, efficientnet_plan, seed + 3));
+    const LayerDistance channel_mean = [](int, const torch::Tensor& f0, const torch::Tensor& f1) { return (f0 - f1).pow(2).mean(1, true); };
+    reports.push_back(train_two_tasks("efficientnet_b6", *efficientnet, trunk, channel_mean, {}, data, efficientnet_plan, seed + 3));
     NamedTensors tensors;
     for (auto& [name, t] : module_tensors(*efficientnet))
       if (name.rfind("classifier.", 0) != 0) tensors.emplace_back(name, t);
@@ -403,16 +405,16 @@ std::vector<PretrainedFeatureNet> run_pretrain_features(const PretrainFeaturesOp
   if (data.classes.size() < 2) throw InputError("pretrain-features: need at least two classes (--data folder classes and/or --photos)");
   data.images = torch::cat(images, 0);
   data.labels = torch::cat(labels, 0);
+  data.source = "the normal images of " + (o.data.empty() ? std::string("no dataset") : o.data) + " and crops of " +
+                std::to_string(photos.size()) + " photographs" + (o.photos.empty() ? std::string() : " in " + o.photos);
   fs::create_directories(o.output);
   const FeaturePaths out{(fs::path(o.output) / "alexnet.safetensors").string(), (fs::path(o.output) / "efficientnet_b6.safetensors").string(),
                          (fs::path(o.output) / "lpips.safetensors").string()};
-  std::vector<PretrainedFeatureNet> nets;
-  for (const auto& r : pretrain_feature_networks(data, {o.alexnet_steps, o.batch, o.lr}, {o.efficientnet_steps, o.batch, o.lr, o.efficientnet_deep},
-                                                 o.seed, out)) {
-    nets.push_back({r.arch, r.steps, r.seconds, r.class_accuracy, r.foreign_auroc, r.initial_foreign_auroc});
+  const std::vector<PretrainedFeatureNet> nets = pretrain_feature_networks(
+      data, {o.alexnet_steps, o.batch, o.lr}, {o.efficientnet_steps, o.batch, o.lr, o.efficientnet_deep}, o.seed, out);
+  for (const auto& r : nets)
     spdlog::info("{}: {} steps in {:.0f} s; held out: class accuracy {:.3f}, foreign-region AUROC {:.3f} ({:.3f} at init)", r.arch, r.steps,
                  r.seconds, r.class_accuracy, r.foreign_auroc, r.initial_foreign_auroc);
-  }
   spdlog::info("wrote {}, {}, {} ({} images of {} classes)", out.alexnet, out.efficientnet, out.lpips, data.images.size(0), data.classes.size());
   return nets;
 }

@@ -11,6 +11,7 @@
 #include <opencv2/core.hpp>
 #include <torch/torch.h>
 
+#include "anomalysd/app/demo.h"
 #include "anomalysd/core/app_config.h"
 
 namespace anomalysd::demo_detail {
@@ -46,22 +47,19 @@ struct LabelledImages {
   torch::Tensor labels;              // [N] int64, indices into classes
   std::vector<std::string> classes;
   std::set<int64_t> texture_classes;   // classes whose images are textures (photographs, weave, ...)
+  std::string source;                  // where the images come from (the weight files' metadata)
 };
 struct FeatureTrainPlan {
   int64_t steps = 300, batch = 32;
   double lr = 1e-3;
   bool deep = false;  // EfficientNet: also train the stages after the method's taps
 };
-struct FeatureNetReport {
-  std::string arch;
-  int64_t steps = 0, heldout_images = 0;
-  double seconds = 0, class_accuracy = 0, foreign_auroc = 0, initial_foreign_auroc = 0;
-};
+using FeatureNetReport = PretrainedFeatureNet;  // app/demo.h
 struct FeaturePaths {
   std::string alexnet, efficientnet, lpips;
 };
-// Trains AlexNet and EfficientNet-B6 from scratch on `data` (class + rotation prediction) and writes
-// them and the LPIPS lins (all ones) to `out`, each file's metadata saying how it was made.
+// Trains AlexNet with the LPIPS lins, and EfficientNet-B6, from scratch on `data` (foreign regions +
+// class; demo_features.cpp) and writes them to `out`, each file's metadata saying how it was made.
 std::vector<FeatureNetReport> pretrain_feature_networks(const LabelledImages& data, const FeatureTrainPlan& alexnet_plan,
                                                         const FeatureTrainPlan& efficientnet_plan, uint64_t seed, const FeaturePaths& out);
 

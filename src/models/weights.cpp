@@ -102,4 +102,11 @@ void load_weights(torch::nn::Module& module, const std::vector<std::string>& fil
   if (!missing.empty()) throw FormatError(where, "missing tensors: " + join_some(missing));
 }
 
+NamedTensors module_tensors(torch::nn::Module& module) {
+  NamedTensors out;
+  for (const auto& p : module.named_parameters(true)) out.emplace_back(p.key(), p.value().detach().contiguous());
+  for (const auto& b : module.named_buffers(true)) out.emplace_back(b.key(), b.value().detach().contiguous());
+  return out;
+}
+
 }  // namespace anomalysd

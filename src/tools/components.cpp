@@ -17,6 +17,7 @@
 
 #include "anomalysd/io/errors.h"
 #include "anomalysd/io/tensor_io.h"
+#include "anomalysd/models/weights.h"
 #include "anomalysd/metrics/eval_maps.h"
 #include "anomalysd/anomaly/inpaint.h"
 #include "anomalysd/anomaly/prototype.h"
@@ -180,10 +181,7 @@ std::map<std::string, torch::Tensor> run_forward(const ForwardRequest& r, const 
 void init_feature_weights(const std::string& arch, uint64_t seed, const std::string& output) {
   torch::manual_seed(seed);
   NamedTensors tensors;
-  auto collect = [&](torch::nn::Module& m) {
-    for (const auto& p : m.named_parameters(true)) tensors.emplace_back(p.key(), p.value().detach().contiguous());
-    for (const auto& b : m.named_buffers(true)) tensors.emplace_back(b.key(), b.value().detach().contiguous());
-  };
+  auto collect = [&](torch::nn::Module& m) { tensors = module_tensors(m); };
   std::string name = arch;
   if (arch.rfind("efficientnet_b", 0) == 0 && arch.size() == 15 && arch[14] >= '0' && arch[14] <= '7') {
     EfficientNet net(EfficientNetConfig::b(arch[14] - '0'));

@@ -71,6 +71,7 @@ struct PretrainedFeatureNet {
   double class_accuracy = 0;         // held out (every 10th image of each class)
   double foreign_auroc = 0;          // held out: pixel AUROC of the distance map for the foreign regions
   double initial_foreign_auroc = 0;  // the same before training (random weights)
+  int64_t heldout_images = 0;
 };
 std::vector<PretrainedFeatureNet> run_pretrain_features(const PretrainFeaturesOptions& options);
 

@@ -8,6 +8,8 @@
 
 #include <torch/nn/module.h>
 
+#include "anomalysd/io/tensor_io.h"
+
 namespace anomalysd {
 
 struct WeightLoadOptions {
@@ -24,5 +26,9 @@ std::vector<std::string> find_weight_files(const std::string& dir, const std::st
 // Copies every tensor into the module (converting dtype to the parameter's), after checking that
 // the files hold exactly the module's parameters and buffers with the right shapes.
 void load_weights(torch::nn::Module& module, const std::vector<std::string>& files, const WeightLoadOptions& options = {});
+
+// The module's state dict (parameters, then buffers, under their state-dict names), detached and
+// contiguous: what save_safetensors writes and load_weights reads back.
+NamedTensors module_tensors(torch::nn::Module& module);
 
 }  // namespace anomalysd
