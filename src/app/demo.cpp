@@ -68,6 +68,9 @@ Plan plan_for(bool quick, const std::vector<std::string>& changes) {
       else if (k == "vae_steps") p.vae_steps = std::stoi(v);
       else if (k == "vae_batch") p.vae_batch = std::stoi(v);
       else if (k == "vae_lr") p.vae_lr = std::stod(v);
+      else if (k == "vae_logvar_init") p.vae_logvar_init = std::stod(v);
+      else if (k == "vae_crop") p.vae_crop = std::stoi(v) != 0;
+      else if (k == "vae_cosine") p.vae_cosine = std::stoi(v) != 0;
       else if (k == "unet_steps") p.unet_steps = std::stoi(v);
       else if (k == "unet_batch") p.unet_batch = std::stoi(v);
       else if (k == "unet_lr") p.unet_lr = std::stod(v);
@@ -231,8 +234,8 @@ DemoSummary run_demo(const DemoOptions& o) {
     QuietStage stage;
     full = eval("full", tuned.model_dir, 1, "AnomalySD", "1-shot", {}, true);
     zero = eval("zero-shot", base, 0, "AnomalySD w/o fine-tuning (base model, S_ms)", "0-shot", {}, false);
-    fast = eval("fast", tuned.model_dir, 1, "AnomalySD, CPU setting (grid2x2, 4 steps)", "1-shot",
-                {"inference.mask_packing=grid2x2", "inference.steps=4", "inference.mask_batch=9"}, false);
+    fast = eval("fast", tuned.model_dir, 1, "AnomalySD, CPU setting (grid2x2 mask packing)", "1-shot",
+                {"inference.mask_packing=grid2x2", "inference.mask_batch=9"}, false);
     PatchNnBaselineOptions pn;
     pn.dataset_root = so.output;
     pn.shots_file = (fs::path(tuned.model_dir) / "shots.json").string();

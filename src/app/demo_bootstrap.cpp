@@ -187,6 +187,15 @@ double pretrain_vae(SdPipeline& pipe, Lpips& lpips, const torch::Tensor& images,
     params.push_back({p.key(), p.value()});
   }
   for (auto& p : lpips->parameters()) p.set_requires_grad(false);
+  {
+    // The posterior's log-variance starts at vae_logvar_init instead of ≈ 0: with unit sampling noise
+    // the decoder first learns to ignore z and draws the class's average object (measured: a washer
+    // moved to the centre); SD's own VAE ends with std ≪ 1 after long training.
+    torch::NoGradGuard no_grad;
+    const int64_t c = pipe.vae->quant_conv->options.out_channels() / 2;
+    pipe.vae->quant_conv->bias.narrow(0, c, c).fill_(plan.vae_logvar_init);
+    pipe.vae->quant_conv->weight.narrow(0, c, c).mul_(0.1);
+  }
   pipe.vae->train();
   Adam adam(params, plan.vae_lr);
   const int64_t n = images.size(0);
@@ -194,10 +203,12 @@ double pretrain_vae(SdPipeline& pipe, Lpips& lpips, const torch::Tensor& images,
   double last = 0;
   for (int step = 0; step < plan.vae_steps; ++step) {
     at::Generator gen = at::detail::createCPUGenerator(seed * 1000003 + static_cast<uint64_t>(step));
+    // Cosine decay to 5 % of the rate: a short schedule ends sharper than at a constant rate.
+    if (plan.vae_cosine) adam.set_lr(plan.vae_lr * (0.05 + 0.95 * 0.5 * (1.0 + std::cos(M_PI * step / plan.vae_steps))));
     const torch::Tensor idx = torch::randint(n, {plan.vae_batch}, gen, torch::kLong);
     torch::Tensor x = images.index_select(0, idx);
     // The VAE is fully convolutional: random half-size crops train it at a quarter of the cost.
-    const int64_t crop = images.size(2) / 2;
+    const int64_t crop = plan.vae_crop ? images.size(2) / 2 : images.size(2);
     const int64_t oy = torch::randint(images.size(2) - crop + 1, {1}, gen, torch::kLong).item<int64_t>();
     const int64_t ox = torch::randint(images.size(3) - crop + 1, {1}, gen, torch::kLong).item<int64_t>();
     x = x.narrow(2, oy, crop).narrow(3, ox, crop).contiguous();
@@ -227,7 +238,7 @@ double pretrain_vae(SdPipeline& pipe, Lpips& lpips, const torch::Tensor& images,
 
 std::string bootstrap_key(const Plan& plan, uint64_t seed, const std::vector<std::string>& photos) {
   const nlohmann::json key = {{"version", project_version()}, {"seed", seed}, {"size", plan.size}, {"images", plan.bootstrap_images},
-                              {"vae", {plan.vae_steps, plan.vae_batch, plan.vae_lr}}, {"unet", {plan.unet_steps, plan.unet_batch, plan.unet_lr}},
+                              {"vae", {plan.vae_steps, plan.vae_batch, plan.vae_lr, plan.vae_crop, plan.vae_logvar_init, plan.vae_cosine}}, {"unet", {plan.unet_steps, plan.unet_batch, plan.unet_lr}},
                               {"features", plan.pretrained_features ? nlohmann::json{plan.alexnet_steps, plan.efficientnet_steps, plan.efficientnet_deep, plan.feature_batch,
                                                                       plan.feature_lr, "pairs-v2"}
                                                        : nlohmann::json("init-weights")},

@@ -22,8 +22,11 @@ struct Plan {
   int size = 64;
   int train = 10, test_good = 20, test_bad = 20;  // benchmark images per class
   int bootstrap_images = 80;                      // normal images per class for pre-training (6 classes)
-  int vae_steps = 400, vae_batch = 16;
+  int vae_steps = 800, vae_batch = 16;
   double vae_lr = 2e-3;
+  bool vae_crop = true;                           // train the VAE on random half-size crops (a quarter of the cost)
+  bool vae_cosine = true;                         // cosine learning-rate decay
+  double vae_logvar_init = -6;                    // the posterior's initial log-variance (quant_conv bias)
   int unet_steps = 700, unet_batch = 8;
   double unet_lr = 1e-3;
   int alexnet_steps = 400, efficientnet_steps = 60, feature_batch = 32;

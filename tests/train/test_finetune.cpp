@@ -167,6 +167,10 @@ TEST(Optim, AdamMatchesLibTorchsAdam) {
   Adam mine({{"w", w1}}, 1e-2);
   torch::optim::Adam theirs({w2}, torch::optim::AdamOptions(1e-2));
   for (int i = 0; i < 20; ++i) {
+    if (i == 10) {  // a schedule's change of rate (the bootstrap's cosine decay) takes effect at the next step
+      mine.set_lr(3e-3);
+      static_cast<torch::optim::AdamOptions&>(theirs.param_groups()[0].options()).lr(3e-3);
+    }
     mine.zero_grad();
     (w1 - target).pow(3).abs().sum().backward();
     mine.step();
