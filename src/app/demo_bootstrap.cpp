@@ -190,7 +190,8 @@ double pretrain_vae(SdPipeline& pipe, Lpips& lpips, const torch::Tensor& images,
   {
     // The posterior's log-variance starts at vae_logvar_init instead of ≈ 0: with unit sampling noise
     // the decoder first learns to ignore z and draws the class's average object (measured: a washer
-    // moved to the centre); SD's own VAE ends with std ≪ 1 after long training.
+    // moved to the centre); SD's own VAE ends with std ≪ 1 after long training. The log-variance
+    // half of quant_conv's weights is scaled by 0.1 so that the bias sets the start (for any value).
     torch::NoGradGuard no_grad;
     const int64_t c = pipe.vae->quant_conv->options.out_channels() / 2;
     pipe.vae->quant_conv->bias.narrow(0, c, c).fill_(plan.vae_logvar_init);

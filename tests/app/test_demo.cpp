@@ -96,7 +96,7 @@ TEST(Demo, QuickRunEndToEndBeatsTheMeanImageBaselineAtImageAndPixelLevel) {
   // and the pixel level), checked at CI's reduced scale. Measured with this quick run (`ctest -R
   // Demo.QuickRun`, seeded, 2-core AMD EPYC): full method image / pixel AUROC 0.688 / 0.779 against
   // the baseline's 0.633 / 0.768 on LibTorch 1.13, 0.656 / 0.781 on LibTorch 2.6 (Debian 13). The
-  // margins are small at this scale (a 60-second bootstrap, 16 test images per class): the image
+  // margins are small at this scale (a 54-second bootstrap, 16 test images per class): the image
   // threshold keeps one point of the smaller one. Each fails when the method falls to the baseline.
   EXPECT_GT(full.image_auroc, baseline.image_auroc + 0.01) << "full method vs mean-image baseline, image AUROC";
   EXPECT_GT(full.pixel_auroc, baseline.pixel_auroc) << "full method vs mean-image baseline, pixel AUROC";

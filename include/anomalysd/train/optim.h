@@ -23,8 +23,7 @@ class Adam {
 
   void zero_grad();
   void step();  // parameters without a gradient are left alone
-  void set_lr(double lr) { lr_ = lr; }
-  double lr() const { return lr_; }
+  void set_lr(double lr) { lr_ = lr; }  // for a schedule: takes effect at the next step()
   int64_t steps() const { return steps_; }
 
   // "exp_avg.<name>", "exp_avg_sq.<name>"
