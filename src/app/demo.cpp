@@ -13,6 +13,7 @@
 #include <spdlog/spdlog.h>
 
 #include "anomalysd/anomaly/inpaint.h"
+#include "anomalysd/app/calibration.h"
 #include "anomalysd/app/eval.h"
 #include "anomalysd/app/finetune.h"
 #include "anomalysd/app/method.h"
@@ -305,6 +306,10 @@ DemoSummary run_demo(const DemoOptions& o) {
   ReportOptions ro;
   ro.title = "AnomalySD demo on the synthetic benchmark";
   ro.tables_markdown = {settings_table(summary.table), results_table(full.results), timing};
+  // The full method's own calibration (eval's F1-max thresholds) colours and outlines the pictures.
+  if (fs::is_regular_file(out / "eval" / "full" / "calibration.json"))
+    for (const auto& [cls, c] : Calibration::load((out / "eval" / "full" / "calibration.json").string()).classes)
+      ro.scales[cls] = {c.image, c.has_pixel ? c.pixel : c.image};
   {
     QuietStage stage;
     write_report(o.output, samples, ro);
@@ -312,6 +317,16 @@ DemoSummary run_demo(const DemoOptions& o) {
   }
   // What the README claims of the demo, checked on every run: the full method above the
   // mean-image baseline at both levels.
+  summary.config_file = config_file;
+  summary.overrides = overrides;
+  summary.model = tuned.model_dir;
+  summary.shots = read_shots_file((fs::path(tuned.model_dir) / "shots.json").string(), dataset).shots;
+  // Each class's shot in a folder of its own, as `infer --shots` takes them.
+  for (const auto& [cls, files] : summary.shots) {
+    fs::remove_all(out / "shots" / cls);
+    fs::create_directories(out / "shots" / cls);
+    for (const auto& f : files) fs::copy_file(f, out / "shots" / cls / fs::path(f).filename(), fs::copy_options::overwrite_existing);
+  }
   const ClassResult method = full.results.mean(), baseline = mean_image.mean();
   summary.beats_mean_image = method.image_auroc > baseline.image_auroc && method.pixel_auroc > baseline.pixel_auroc;
   return summary;

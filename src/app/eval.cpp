@@ -12,6 +12,8 @@
 #include "anomalysd/app/method.h"
 #include "anomalysd/anomaly/scores.h"
 #include "anomalysd/app/report.h"
+#include "anomalysd/app/run_identity.h"
+#include "anomalysd/app/calibration.h"
 #include "anomalysd/core/distributed.h"
 #include "anomalysd/data/image_io.h"
 #include "anomalysd/io/atomic_write.h"
@@ -71,47 +73,6 @@ void write_scores(const fs::path& output, const std::map<std::string, double>& s
     csv << line << "," << std::setprecision(9) << v << "\n";
   }
   write_file_atomically((output / "scores.csv").string(), csv.str());
-}
-
-// The config as it determines the maps, down to their last bits: the method's keys, the mask
-// batch (batched GEMMs round differently), and the numeric setup (device type, dtype, the CPU
-// GEMM and attention kernel actually used, LibTorch). Only the thread count and the device's
-// index may change between a run and its resume.
-nlohmann::json config_identity(AppConfig c) {
-  const std::string numeric = numeric_setup(c.runtime);
-  c.runtime.device = "-";
-  c.runtime.threads = 0;
-  c.runtime.cpu_gemm = c.runtime.attention = "-";  // in `numeric`, resolved
-  c.distributed = DistributedConfig();              // how many processes share a run changes no map
-  c.source.clear();
-  return {{"config", c.to_yaml()}, {"numeric_setup", numeric}};
-}
-
-// The entries of two run identities that differ, for the refusal's message.
-std::string identity_differences(const nlohmann::json& before, const nlohmann::json& now) {
-  if (!before.is_object()) return "";
-  std::vector<std::string> out;
-  for (const auto& [key, value] : now.items())
-    if (!before.contains(key) || before[key] != value) {
-      if (key == "config" && before.contains(key) && before[key].is_object() && value.is_object()) {
-        if (before[key].value("numeric_setup", "") != value.value("numeric_setup", ""))
-          out.push_back("numeric setup '" + before[key].value("numeric_setup", "") + "' -> '" + value.value("numeric_setup", "") + "'");
-        // The YAML lines that changed, e.g. "mask_batch: 4" (the config is one key per line).
-        std::set<std::string> old_lines;
-        std::istringstream a(before[key].value("config", "")), b(value.value("config", ""));
-        for (std::string line; std::getline(a, line);) old_lines.insert(line);
-        for (std::string line; std::getline(b, line);)
-          if (!old_lines.count(line)) {
-            const auto first = line.find_first_not_of(' ');
-            out.push_back("'" + (first == std::string::npos ? line : line.substr(first)) + "'");
-          }
-      } else {
-        out.push_back(key);
-      }
-    }
-  std::string s;
-  for (std::size_t i = 0; i < out.size(); ++i) s += (i ? ", " : "") + out[i];
-  return s;
 }
 
 }  // namespace
@@ -281,7 +242,8 @@ EvalSummary run_eval_here(const EvalOptions& o) {
                          "); rerun the same command to resume it, pass --overwrite to discard it, or choose another --output");
       spdlog::warn("--overwrite: discarding the previous run in {}", o.output);
       for (const char* p : {"maps", "report", "variants"}) fs::remove_all(out / p);
-      for (const char* f : {"scores.csv", "metrics.json", "metrics.csv", "table.md", "report.html", "report.png", "run.json", "shots.json"})
+      for (const char* f : {"scores.csv", "metrics.json", "metrics.csv", "table.md", "report.html", "report.png", "run.json", "shots.json",
+                            "calibration.json"})
         fs::remove(out / f);
     }
   }
@@ -403,6 +365,28 @@ EvalSummary run_eval_here(const EvalOptions& o) {
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   results.seconds = summary.seconds;
   write_results(results, (out / "metrics.json").string());
+  // 7. calibration.json: per class the thresholds behind the image and the pixel F1-max, for
+  //    `infer --calibration` (not for one shard: it saw a part of the images).
+  Calibration calibration;
+  if (o.shard_count == 1) {
+    calibration.identity = calibration_identity(config, model_dir);
+    for (const ClassResult& r : results.classes) {
+      std::vector<double> class_scores;
+      std::vector<uint8_t> labels;
+      for (const TestSample& s : per_class[r.name]) {
+        class_scores.push_back(scores.at(sample_key(s.cls, s.defect, s.id)));
+        labels.push_back(s.anomalous ? 1 : 0);
+      }
+      if (r.anomalous_images == 0 || r.anomalous_images == r.test_images) {
+        spdlog::warn("class '{}': no calibration written (it needs normal and anomalous test images; `anomalysd calibrate` needs normal ones only)", r.name);
+        continue;
+      }
+      ClassCalibration c = calibrate_from_labelled(class_scores, labels, r.pixel_f1_threshold, r.pixel_f1_max, r.map_min, r.map_max);
+      c.shots = image_set_identity(shots.shots.count(r.name) ? shots.shots.at(r.name) : std::vector<std::string>{});
+      calibration.classes[r.name] = c;
+    }
+    calibration.save((out / "calibration.json").string());
+  }
   if (variants)
     for (const auto& v : ablation_variants()) {
       EvalMapsOptions vm = m;
@@ -416,6 +400,7 @@ EvalSummary run_eval_here(const EvalOptions& o) {
   ReportOptions ro;
   ro.title = "AnomalySD on " + o.dataset + ", " + setting + " (" + o.method + ")";
   ro.tables_markdown = {results_table(results)};
+  for (const auto& [cls, c] : calibration.classes) ro.scales[cls] = {c.image, c.has_pixel ? c.pixel : c.image};
   write_report(o.output, report_samples, ro);
 
   double computed_seconds = 0;

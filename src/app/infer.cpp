@@ -2,20 +2,28 @@
 
 #include <algorithm>
 #include <chrono>
+#include <fstream>
 #include <cmath>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "anomalysd/app/calibration.h"
 #include "anomalysd/app/method.h"
+#include "anomalysd/app/report.h"
+#include "anomalysd/app/run_identity.h"
 #include "anomalysd/data/image_io.h"
+#include "anomalysd/io/append_log.h"
 #include "anomalysd/io/atomic_write.h"
-#include "anomalysd/io/json_file.h"
 #include "anomalysd/io/errors.h"
+#include "anomalysd/io/json_file.h"
+#include "anomalysd/util/hash.h"
 #include "anomalysd/util/progress.h"
 
 namespace anomalysd {
@@ -30,18 +38,9 @@ bool has_image_extension(const fs::path& p) {
   return ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp" || ext == ".tif" || ext == ".tiff";
 }
 
-// Output names: the file stem, made unique when two inputs share it (a.png, a.jpg -> a_png, a_jpg).
-std::map<std::string, std::string> output_stems(const std::vector<std::string>& files) {
-  std::map<std::string, int> count;
-  for (const auto& f : files) ++count[fs::path(f).stem().string()];
-  std::map<std::string, std::string> out;
-  for (const auto& f : files) {
-    const fs::path p(f);
-    std::string stem = p.stem().string();
-    if (count[stem] > 1) stem += "_" + p.extension().string().substr(1);
-    out[f] = stem;
-  }
-  return out;
+bool is_under(const fs::path& p, const fs::path& dir) {
+  const fs::path rel = p.lexically_normal().lexically_relative(dir.lexically_normal());
+  return !rel.empty() && rel.native().rfind("..", 0) != 0;
 }
 
 std::string csv_field(const std::string& s) {
@@ -51,17 +50,398 @@ std::string csv_field(const std::string& s) {
   return q + "\"";
 }
 
+std::string number_text(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.9g", v);
+  return buf;
+}
+
+// A file's size and modification time: an image is done when a record with its path, size and
+// time exists (a file replaced under the same name is new).
+struct FileStamp {
+  uintmax_t bytes = 0;
+  int64_t mtime = 0;
+  bool operator==(const FileStamp& o) const { return bytes == o.bytes && mtime == o.mtime; }
+  bool operator!=(const FileStamp& o) const { return !(*this == o); }
+};
+
+std::optional<FileStamp> stamp_of(const fs::path& p) {
+  std::error_code ec;
+  FileStamp s;
+  s.bytes = fs::file_size(p, ec);
+  if (ec) return std::nullopt;
+  const auto t = fs::last_write_time(p, ec);
+  if (ec) return std::nullopt;
+  s.mtime = static_cast<int64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count());
+  return s;
+}
+
+// The decision of a run: thresholds (raw), the scales of its normalised scores, the cuts at the
+// sensitivity, and where they came from.
+struct Decision {
+  bool labelled = false;
+  ScoreScale image, pixel;
+  double image_cut = 0, pixel_cut = 0;
+  double sensitivity = 0.5;
+  std::string source;
+
+  nlohmann::json to_json() const {
+    if (!labelled) return nullptr;
+    return {{"source", source},
+            {"sensitivity", sensitivity},
+            {"image", {{"threshold", image.threshold}, {"low", image.low}, {"high", image.high}, {"cut", image_cut}}},
+            {"pixel", {{"threshold", pixel.threshold}, {"low", pixel.low}, {"high", pixel.high}, {"cut", pixel_cut}}}};
+  }
+};
+
+// A threshold given alone gets the scale 0 … 2 × threshold (0.5 at the threshold).
+ScoreScale scale_around(double threshold) { return {threshold, std::min(0.0, threshold), threshold + std::abs(threshold)}; }
+
+// Replaces a scale's threshold, keeping its range where the new threshold lies inside it.
+ScoreScale with_threshold(ScoreScale s, double threshold) {
+  s.threshold = threshold;
+  if (s.low >= threshold) s.low = std::min(0.0, threshold - std::abs(threshold));
+  if (s.high <= threshold) s.high = threshold + (threshold - s.low);
+  return s;
+}
+
+Decision decide(const InferOptions& o, const nlohmann::json& identity, const std::vector<std::string>& shot_ids) {
+  Decision d;
+  if (!(o.sensitivity >= 0.0 && o.sensitivity <= 1.0)) throw InputError("--sensitivity must be in [0, 1] (0.5 = the calibrated threshold)");
+  for (const auto& [name, v] : {std::pair{"--threshold", o.threshold}, {"--pixel-threshold", o.pixel_threshold}})
+    if (std::isinf(v)) throw InputError(std::string(name) + " must be finite");
+  d.sensitivity = o.sensitivity;
+  std::vector<std::string> sources;
+  bool has_pixel = false;
+  if (!o.calibration.empty()) {
+    const ClassCalibration c = calibration_for(Calibration::load(o.calibration), o.calibration, identity, o.cls, shot_ids);
+    d.labelled = true;
+    d.image = c.image;
+    has_pixel = c.has_pixel;
+    if (c.has_pixel) d.pixel = c.pixel;
+    sources.push_back("calibration " + o.calibration + " (" + c.method + ", " + std::to_string(c.normal_images) + " normal and " +
+                      std::to_string(c.anomalous_images) + " anomalous image(s))");
+  }
+  if (!std::isnan(o.threshold)) {
+    d.image = d.labelled ? with_threshold(d.image, o.threshold) : scale_around(o.threshold);
+    d.labelled = true;
+    sources.push_back("--threshold");
+  }
+  if (!std::isnan(o.pixel_threshold)) {
+    if (!d.labelled) throw InputError("--pixel-threshold needs an image threshold too (--threshold or --calibration)");
+    d.pixel = has_pixel ? with_threshold(d.pixel, o.pixel_threshold) : scale_around(o.pixel_threshold);
+    has_pixel = true;
+    sources.push_back("--pixel-threshold");
+  }
+  if (!d.labelled) {
+    if (o.sensitivity != 0.5) throw InputError("--sensitivity shifts a threshold: give --calibration or --threshold");
+    return d;
+  }
+  // Without a pixel threshold the image one cuts the map: an image's score is its map's maximum,
+  // so the predicted regions are what raised the alarm.
+  if (!has_pixel) d.pixel = d.image;
+  d.image_cut = d.image.threshold_at_sensitivity(o.sensitivity);
+  d.pixel_cut = d.pixel.threshold_at_sensitivity(o.sensitivity);
+  for (std::size_t i = 0; i < sources.size(); ++i) d.source += (i ? " + " : "") + sources[i];
+  if (o.sensitivity != 0.5) d.source += ", sensitivity " + number_text(o.sensitivity);
+  return d;
+}
+
+// Output names: the path relative to the input folder without its extension, made unique when two
+// inputs share it (a.png, a.jpg -> a_png, a_jpg); names of earlier runs are kept.
+class OutputNames {
+ public:
+  void keep(const std::string& rel, const std::string& name) {
+    names_[rel] = name;
+    used_.insert(name);
+  }
+  // Names for a listing: clashing stems get their extension appended.
+  void assign_batch(const std::vector<std::string>& rels) {
+    std::map<std::string, int> count;
+    for (const auto& r : rels)
+      if (!names_.count(r)) ++count[stem(r)];
+    for (const auto& r : rels)
+      if (!names_.count(r)) assign(r, count[stem(r)] > 1);
+  }
+  const std::string& name(const std::string& rel) {
+    if (!names_.count(rel)) assign(rel, false);
+    return names_.at(rel);
+  }
+
+ private:
+  static std::string stem(const std::string& rel) { return (fs::path(rel).parent_path() / fs::path(rel).stem()).generic_string(); }
+  void assign(const std::string& rel, bool with_extension) {
+    std::string n = stem(rel);
+    const std::string ext = fs::path(rel).extension().string();
+    if (with_extension || used_.count(n)) n += "_" + (ext.empty() ? std::string("x") : ext.substr(1));
+    for (int k = 2; used_.count(n); ++k) n = stem(rel) + "_" + std::to_string(k);
+    keep(rel, n);
+  }
+  std::map<std::string, std::string> names_;
+  std::set<std::string> used_;
+};
+
+struct Record {
+  nlohmann::json json;
+  FileStamp stamp;
+};
+
+// The whole run: outputs, resume state and the per-image step.
+class InferRun {
+ public:
+  InferRun(const InferOptions& o, const AppConfig& config, Decision decision, nlohmann::json identity)
+      : o_(o), config_(config), decision_(std::move(decision)), identity_(std::move(identity)), out_(o.output) {}
+
+  // Refuses or discards another run in the folder; loads this run's records.
+  void open(const std::string& model_dir, const std::vector<std::string>& shots) {
+    const fs::path run_json = out_ / "run.json";
+    std::error_code ec;
+    const bool exists = fs::exists(out_, ec);
+    nlohmann::json previous;
+    if (fs::is_regular_file(run_json)) previous = read_json_file(run_json.string());
+    const bool same = previous.is_object() && previous.value("identity", nlohmann::json()) == identity_;
+    if (exists && !same) {
+      const bool empty = fs::is_directory(out_, ec) && fs::is_empty(out_, ec);
+      if (!o_.overwrite && !empty) {
+        const std::string differs = previous.is_object() ? identity_differences(previous.value("identity", nlohmann::json()), identity_) : "";
+        throw InputError(o_.output + (previous.is_object() ? ": holds an infer run with another config, model, class, shots or decision" +
+                                                                 (differs.empty() ? std::string() : " (differs in: " + differs + ")")
+                                                           : std::string(": the output folder exists and holds no infer run")) +
+                         "; rerun the same command to resume it, pass --overwrite to discard it, or choose another --output");
+      }
+      if (!empty) {
+        spdlog::warn("--overwrite: discarding what {} held", o_.output);
+        for (const char* p : {"maps", "overlays", "masks", "inpainted"}) fs::remove_all(out_ / p);
+        for (const char* f : {"run.json", "results.jsonl", "scores.csv", "scores.json"}) fs::remove(out_ / f);
+      }
+    }
+    for (const char* p : {"maps", "overlays"}) fs::create_directories(out_ / p);
+    if (decision_.labelled) fs::create_directories(out_ / "masks");
+    if (config_.inference.save_inpainted) fs::create_directories(out_ / "inpainted");
+    if (const int n = remove_stale_temporaries(o_.output)) spdlog::info("removed {} temporary file(s) of an interrupted run", n);
+
+    // Colours: a threshold's scale, or one fixed for the whole run (given, or from its first image).
+    if (decision_.labelled) {
+      colours_ = decision_.pixel;
+    } else if (!std::isnan(o_.map_max)) {
+      if (!(o_.map_max > 0)) throw InputError("--map-max must be > 0");
+      colours_ = {o_.map_max / 2, 0.0, o_.map_max};
+    } else if (previous.is_object() && same && previous.contains("colour_scale") && previous["colour_scale"].is_object()) {
+      colours_ = {previous["colour_scale"].value("threshold", 0.0), 0.0, previous["colour_scale"].value("high", 0.0)};
+    }
+    run_ = {{"format", "anomalysd-infer-run"}, {"identity", identity_},      {"class", o_.cls},
+            {"model", model_dir},            {"shots", shots},              {"decision", decision_.to_json()},
+            {"config", config_.to_yaml()},   {"input", o_.input}};
+    if (colours_) run_["colour_scale"] = {{"threshold", colours_->threshold}, {"high", colours_->high}};
+    write_file_atomically(run_json.string(), json_text(run_));
+
+    // Records of earlier runs (a torn last line cut off); scores.csv rebuilt from them.
+    const std::string results = (out_ / "results.jsonl").string();
+    if (repair_line_log(results)) spdlog::warn("{}: cut off a torn last line (an interrupted write)", results);
+    for (const std::string& line : read_line_log(results)) {
+      nlohmann::json j;
+      try {
+        j = nlohmann::json::parse(line);
+      } catch (const nlohmann::json::exception&) {
+        spdlog::warn("{}: skipped an unreadable line", results);
+        continue;
+      }
+      if (!j.is_object() || !j.contains("path") || !j.contains("name")) continue;
+      Record r{j, {j.value("bytes", uintmax_t{0}), j.value("mtime", int64_t{0})}};
+      names_.keep(j["path"].get<std::string>(), j["name"].get<std::string>());
+      if (!index_.count(j["path"].get<std::string>())) order_.push_back(j["path"].get<std::string>());
+      index_[j["path"].get<std::string>()] = r;
+    }
+    const std::string csv = csv_text();
+    const fs::path csv_path = out_ / "scores.csv";
+    std::string old;
+    if (fs::is_regular_file(csv_path)) {
+      std::ifstream in(csv_path, std::ios::binary);
+      old.assign(std::istreambuf_iterator<char>(in), {});
+    }
+    if (old != csv) write_file_atomically(csv_path.string(), csv);
+    results_log_ = std::make_unique<LineLog>(results);
+    csv_log_ = std::make_unique<LineLog>(csv_path.string());
+  }
+
+  bool done(const std::string& rel, const fs::path& file) const {
+    const auto it = index_.find(rel);
+    if (it == index_.end()) return false;
+    const auto stamp = stamp_of(file);
+    if (stamp && *stamp != it->second.stamp) return false;  // replaced since
+    return fs::is_regular_file(out_ / "maps" / (it->second.json.value("name", "") + ".tiff"));
+  }
+
+  OutputNames& names() { return names_; }
+
+  // Scores one image and writes its results; false (logged, counted) when it cannot be read.
+  bool process(MethodRunner& method, const fs::path& file, const std::string& rel, InferSummary& summary, int64_t& unet_calls) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto stamp = stamp_of(file);
+    ModelImage image;
+    try {
+      image = read_model_image(file.string(), config_.resolution);
+    } catch (const InputError& e) {
+      spdlog::error("skipped: {}", e.what());
+      summary.failed.push_back(e.what());
+      ++summary.failures;
+      failures_.push_back(e.what());
+      return false;
+    }
+    const Detection d = method.detect(image);
+    unet_calls += d.unet_calls;
+    const std::string name = names_.name(rel);
+    const int h = image.original.rows, w = image.original.cols;
+    const cv::Mat map = map_to_size(d.map, h, w);
+    auto output = [&](const char* dir, const std::string& ext) {
+      const fs::path p = out_ / dir / (name + ext);
+      fs::create_directories(p.parent_path());
+      return p.string();
+    };
+    const std::string map_path = output("maps", ".tiff"), overlay_path = output("overlays", ".png");
+    write_map_tiff(map_path, map);
+
+    nlohmann::json row = {{"path", rel}, {"name", name}, {"bytes", stamp ? stamp->bytes : 0}, {"mtime", stamp ? stamp->mtime : 0},
+                          {"score", d.score}, {"map", map_path}, {"overlay", overlay_path}};
+    std::string banner = "score " + number_text(d.score);
+    cv::Mat mask;
+    if (decision_.labelled) {
+      // float comparisons, as the metrics (and so a calibration's thresholds) rank float scores
+      const bool anomalous = static_cast<float>(d.score) >= static_cast<float>(decision_.image_cut);
+      const double normalized = decision_.image.normalize(d.score);
+      mask = predicted_mask(map, decision_.pixel_cut);
+      const std::string mask_path = output("masks", ".png");
+      write_png(mask_path, mask, /*rgb=*/false);
+      row["normalized"] = normalized;
+      row["label"] = anomalous ? "anomalous" : "normal";
+      row["mask"] = mask_path;
+      row["defect_pixels"] = cv::countNonZero(mask);
+      banner = std::string(anomalous ? "ANOMALOUS " : "normal ") + std::to_string(normalized).substr(0, 4) + " (score " + number_text(d.score) + ")";
+      summary.anomalous += anomalous;
+    } else if (!colours_) {  // the run's colour scale, fixed by its first image and kept in run.json
+      const double hi = d.score > 0 ? 2.0 * d.score : 1.0;
+      colours_ = ScoreScale{hi / 2, 0.0, hi};
+      run_["colour_scale"] = {{"threshold", colours_->threshold}, {"high", colours_->high}};
+      write_file_atomically((out_ / "run.json").string(), json_text(run_));
+      spdlog::info("colour scale of this run: 0 to {:.4g} (twice the first image's score; --map-max sets it, a threshold centres it)", hi);
+    }
+    write_png(overlay_path, inspection_overlay(to_rgb8(image.original), normalized_map(map, *colours_), mask, banner));
+    if (config_.inference.save_inpainted) {
+      for (std::size_t k = 0; k < d.inpainted.size(); ++k) {
+        const bool proto = k >= d.scale_maps.size();
+        const std::string tag = proto ? "prototype" : "k" + std::to_string(config_.inference.scales[k]);
+        write_png(output("inpainted", "_" + tag + ".png"), tensor_to_rgb8(d.inpainted[k]));
+      }
+    }
+    row["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    // The record marks the image done: everything it names is written before it.
+    results_log_->append(json_compact(row));
+    csv_log_->append(csv_line(row));
+    if (!index_.count(rel)) order_.push_back(rel);
+    index_[rel] = {row, stamp.value_or(FileStamp{})};
+    ++summary.images;
+    return true;
+  }
+
+  void write_report(const MethodRunner* method, const InferSummary& summary, const std::vector<std::string>& shots) {
+    nlohmann::json rows = nlohmann::json::array();
+    for (const auto& rel : order_) rows.push_back(index_.at(rel).json);
+    nlohmann::json report = {{"class", o_.cls},
+                             {"model", run_.value("model", "")},
+                             {"shots", shots},
+                             {"images", rows},
+                             {"failures", failures_},
+                             {"decision", decision_.to_json()},
+                             {"threshold", decision_.labelled ? nlohmann::json(decision_.image_cut) : nlohmann::json(nullptr)},
+                             {"pixel_threshold", decision_.labelled ? nlohmann::json(decision_.pixel_cut) : nlohmann::json(nullptr)},
+                             {"seconds_per_image", summary.seconds_per_image},
+                             {"masks_per_image", summary.masks_per_image},
+                             {"unet_calls_per_image", summary.unet_calls_per_image},
+                             {"random_feature_weights", method ? method->random_weight_files() : std::vector<std::string>{}},
+                             {"config", config_.to_yaml()}};
+    write_file_atomically((out_ / "scores.json").string(), json_text(report));
+  }
+
+ private:
+  std::string csv_header() const { return decision_.labelled ? "path,score,normalized,label" : "path,score"; }
+  std::string csv_line(const nlohmann::json& row) const {
+    std::string line = csv_field(row.value("path", "")) + "," + number_text(row.value("score", 0.0));
+    if (decision_.labelled) line += "," + number_text(row.value("normalized", 0.0)) + "," + row.value("label", "");
+    return line;
+  }
+  std::string csv_text() const {
+    std::string s = csv_header() + "\n";
+    for (const auto& rel : order_) s += csv_line(index_.at(rel).json) + "\n";
+    return s;
+  }
+
+  const InferOptions& o_;
+  const AppConfig& config_;
+  Decision decision_;
+  nlohmann::json identity_, run_;
+  fs::path out_;
+  std::optional<ScoreScale> colours_;
+  OutputNames names_;
+  std::map<std::string, Record> index_;  // by relative path: the latest record
+  std::vector<std::string> order_;       // relative paths, first seen first
+  std::vector<std::string> failures_;
+  std::unique_ptr<LineLog> results_log_, csv_log_;
+};
+
+bool stopped(const InferOptions& o) { return o.stop && o.stop->load(); }
+
+// Sleeps up to `seconds`, waking early when asked to stop.
+void idle(const InferOptions& o, double seconds) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (!stopped(o) && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+}
+
+// Moves a finished image under `dir`, keeping its relative path (copy + remove across devices).
+void move_done(const fs::path& file, const std::string& rel, const fs::path& dir) {
+  const fs::path target = dir / rel;
+  std::error_code ec;
+  fs::create_directories(target.parent_path(), ec);
+  fs::rename(file, target, ec);
+  if (ec) {
+    std::error_code copy_ec;
+    fs::copy_file(file, target, fs::copy_options::overwrite_existing, copy_ec);
+    if (copy_ec || !fs::remove(file, copy_ec)) {
+      spdlog::error("{}: could not move it to {} ({}); its results are written", file.string(), target.string(), (copy_ec ? copy_ec : ec).message());
+      return;
+    }
+  }
+}
+
 }  // namespace
 
-std::vector<std::string> list_images(const std::string& folder_or_file) {
+std::vector<std::string> list_images(const std::string& folder_or_file, bool recursive, const std::vector<std::string>& exclude) {
   const fs::path p(folder_or_file);
   std::error_code ec;
   if (fs::is_regular_file(p, ec)) return {p.string()};
   if (!fs::is_directory(p, ec)) throw FormatError(folder_or_file, "not found (expected an image file or a folder of images)");
   std::vector<std::string> out;
-  for (fs::directory_iterator it(p, fs::directory_options::skip_permission_denied, ec), end; !ec && it != end; it.increment(ec)) {
+  auto consider = [&](const fs::directory_entry& e) {
     std::error_code e2;
-    if (has_image_extension(it->path()) && !it->is_directory(e2)) out.push_back(it->path().string());
+    const std::string name = e.path().filename().string();
+    if (!name.empty() && name[0] == '.') return;  // hidden: editors' and copiers' partial files
+    if (has_image_extension(e.path()) && !e.is_directory(e2)) out.push_back(e.path().string());
+  };
+  if (recursive) {
+    fs::recursive_directory_iterator it(p, fs::directory_options::skip_permission_denied, ec), end;
+    for (; !ec && it != end; it.increment(ec)) {
+      std::error_code e2;
+      const bool excluded = std::any_of(exclude.begin(), exclude.end(), [&](const std::string& x) {
+        return !x.empty() && (fs::absolute(it->path()).lexically_normal() == fs::absolute(x).lexically_normal() || is_under(fs::absolute(it->path()), fs::absolute(x)));
+      });
+      const std::string name = it->path().filename().string();
+      if (it->is_directory(e2) && (excluded || (!name.empty() && name[0] == '.'))) {
+        it.disable_recursion_pending();
+        continue;
+      }
+      if (!excluded) consider(*it);
+    }
+  } else {
+    for (fs::directory_iterator it(p, fs::directory_options::skip_permission_denied, ec), end; !ec && it != end; it.increment(ec)) consider(*it);
   }
   if (ec) throw FormatError(folder_or_file, "cannot list the folder: " + ec.message());
   std::sort(out.begin(), out.end());
@@ -70,97 +450,132 @@ std::vector<std::string> list_images(const std::string& folder_or_file) {
 
 InferSummary run_infer(const InferOptions& o) {
   const auto start = std::chrono::steady_clock::now();
+  // 1. options and inputs
   const AppConfig config = load_app_config(o.config, o.overrides);
   if (o.cls.empty()) throw InputError("--class is required (it selects the prompts and λ)");
   if (o.output.empty()) throw InputError("--output is required");
-  const std::vector<std::string> inputs = list_images(o.input);
-  if (inputs.empty()) throw FormatError(o.input, "holds no images (PNG, JPEG, BMP or TIFF)");
+  const fs::path input(o.input);
+  std::error_code ec;
+  const bool folder = fs::is_directory(input, ec);
+  if (o.watch && !folder) throw InputError("--watch needs a folder: " + o.input + " is not one");
+  if (!o.move_done.empty() && !o.watch) throw InputError("--move-done goes with --watch");
+  if (o.watch && !(o.settle_seconds >= 0 && o.poll_seconds > 0)) throw InputError("--settle must be >= 0 and the poll interval > 0");
+  const std::vector<std::string> exclude = {o.output, o.move_done};
+  const std::vector<std::string> inputs = list_images(o.input, o.recursive, exclude);
+  if (inputs.empty() && !o.watch) throw FormatError(o.input, "holds no images (PNG, JPEG, BMP or TIFF)");
   const std::vector<std::string> shots = o.shots.empty() ? std::vector<std::string>{} : list_images(o.shots);
   if (!o.shots.empty() && shots.empty()) throw FormatError(o.shots, "holds no shot images");
+  auto relative = [&](const std::string& file) {
+    if (!folder) return fs::path(file).filename().string();
+    return fs::path(file).lexically_normal().lexically_relative(input.lexically_normal()).generic_string();
+  };
 
-  const fs::path out(o.output);
-  if (fs::exists(out) && !o.overwrite)
-    throw InputError(o.output + ": the output folder exists; pass --overwrite to write into it, or choose another");
-  fs::create_directories(out / "maps");
-  fs::create_directories(out / "overlays");
-  if (config.inference.save_inpainted) fs::create_directories(out / "inpainted");
+  // 2. the decision, checked against this model, config and shots before anything is written
+  const std::string model_dir = o.model.empty() ? config.model.path : o.model;
+  if (model_dir.empty()) throw InputError("no model: give --model DIR or set model.path (a diffusers inpainting pipeline folder)");
+  const std::vector<std::string> shot_ids = image_set_identity(shots);
+  const nlohmann::json calib_identity = calibration_identity(config, model_dir);
+  const Decision decision = decide(o, calib_identity, shot_ids);
+  if (decision.labelled) spdlog::info("decision: {}; image threshold {:.6g} (raw), pixel threshold {:.6g}", decision.source, decision.image_cut, decision.pixel_cut);
 
-  MethodRunner method(config, o.model, !shots.empty());
-  method.set_class(o.cls, shots);
-  const bool with_bank = method.bank_size() > 0;
+  // 3. the output folder: a new run, or this run resumed
+  nlohmann::json identity = calib_identity;
+  identity["class"] = o.cls;
+  identity["shots"] = shot_ids;
+  identity["decision"] = decision.to_json();
+  identity["map_max"] = std::isnan(o.map_max) ? nlohmann::json(nullptr) : nlohmann::json(o.map_max);
+  InferRun run(o, config, decision, identity);
+  run.open(model_dir, shots);
+  std::vector<std::string> rels;
+  for (const auto& f : inputs) rels.push_back(relative(f));
+  run.names().assign_batch(rels);
 
   InferSummary summary;
   summary.output = o.output;
-  summary.masks_per_image = method.masks_per_image(with_bank);
-  const auto stems = output_stems(inputs);
-  const bool labelled = !std::isnan(o.threshold);
-  nlohmann::json rows = nlohmann::json::array();
-  std::ostringstream csv;
-  csv << "path,score" << (labelled ? ",label" : "") << "\n";
-  int64_t unet_calls = 0;
-  ProgressBar bar("infer " + o.cls, static_cast<int64_t>(inputs.size()), "img");
-  for (const std::string& path : inputs) {
-    ModelImage image;
-    try {
-      image = read_model_image(path, config.resolution);
-    } catch (const InputError& e) {
-      spdlog::error("skipped: {}", e.what());
-      summary.failed.push_back(e.what());
-      ++summary.failures;
-      bar.advance();
-      continue;
-    }
-    const Detection d = method.detect(image);
-    unet_calls += d.unet_calls;
-    const std::string& stem = stems.at(path);
-    const int h = image.original.rows, w = image.original.cols;
-    const cv::Mat map = map_to_size(d.map, h, w);
-    write_map_tiff((out / "maps" / (stem + ".tiff")).string(), map);
-    // Colours: with a threshold it sits mid-scale (2× saturates); without, each map spans its range.
-    double lo = 0, hi = 0;
-    if (labelled) {
-      hi = 2.0 * o.threshold;
-    } else {
-      cv::minMaxLoc(map, &lo, &hi);
-    }
-    write_png((out / "overlays" / (stem + ".png")).string(), heatmap_overlay(to_rgb8(image.original), map, lo, hi));
-    if (config.inference.save_inpainted) {
-      for (std::size_t k = 0; k < d.inpainted.size(); ++k) {
-        const bool proto = k >= d.scale_maps.size();
-        const std::string tag = proto ? "prototype" : "k" + std::to_string(config.inference.scales[k]);
-        write_png((out / "inpainted" / (stem + "_" + tag + ".png")).string(), tensor_to_rgb8(d.inpainted[k]));
-      }
-    }
-    nlohmann::json row = {{"path", path}, {"score", d.score}, {"map", (out / "maps" / (stem + ".tiff")).string()}};
-    csv << csv_field(path) << "," << std::to_string(d.score);
-    if (labelled) {
-      const bool anomalous = d.score >= o.threshold;
-      row["label"] = anomalous ? "anomalous" : "normal";
-      csv << "," << (anomalous ? "anomalous" : "normal");
-    }
-    csv << "\n";
-    rows.push_back(row);
-    ++summary.images;
-    bar.advance();
-  }
-  bar.finish();
+  summary.decision = decision.source;
+  std::vector<std::string> pending;
+  for (const auto& f : inputs)
+    if (!run.done(relative(f), f)) pending.push_back(f);
+  summary.resumed = static_cast<int64_t>(inputs.size() - pending.size());
+  if (summary.resumed > 0) spdlog::info("resuming: {} of {} image(s) already done in {}", summary.resumed, inputs.size(), o.output);
 
+  // 4. the model, the class's conditioning and prototype bank: loaded once
+  std::unique_ptr<MethodRunner> method;
+  int64_t unet_calls = 0;
+  if (!pending.empty() || o.watch) {
+    method = std::make_unique<MethodRunner>(config, model_dir, !shots.empty());
+    method->set_class(o.cls, shots);
+    summary.masks_per_image = method->masks_per_image(method->bank_size() > 0);
+  }
+
+  // 5. the images there now
+  if (!pending.empty()) {
+    ProgressBar bar("infer " + o.cls, static_cast<int64_t>(pending.size()), "img");
+    for (const std::string& path : pending) {
+      if (stopped(o)) break;
+      run.process(*method, path, relative(path), summary, unet_calls);
+      bar.advance();
+    }
+    bar.finish();
+  }
+
+  // 6. --watch: each new image once it is complete, until stopped
+  if (o.watch) {
+    spdlog::info("watching {} for new images (a file counts once unchanged for {:.1f} s); stop with Ctrl-C or SIGTERM", o.input, o.settle_seconds);
+    struct Seen {
+      FileStamp stamp;
+      std::chrono::steady_clock::time_point since;
+    };
+    std::map<std::string, Seen> seen;
+    std::map<std::string, FileStamp> failed;  // unreadable as they were: retried only when they change
+    while (!stopped(o)) {
+      if (!fs::is_directory(input, ec)) {
+        run.write_report(method.get(), summary, shots);
+        throw InputError(o.input + ": the watched folder is gone; the " + std::to_string(summary.images) + " result(s) of this watch are in " +
+                         o.output + " (results.jsonl, scores.csv, scores.json)");
+      }
+      const auto now = std::chrono::steady_clock::now();
+      std::vector<std::string> files;
+      try {
+        files = list_images(o.input, o.recursive, exclude);
+      } catch (const FormatError&) {
+        continue;  // the folder vanished mid-listing: the next pass says so
+      }
+      std::set<std::string> present(files.begin(), files.end());
+      for (auto it = seen.begin(); it != seen.end();) it = present.count(it->first) ? std::next(it) : seen.erase(it);
+      for (const std::string& file : files) {
+        if (stopped(o)) break;
+        const std::string rel = relative(file);
+        const auto stamp = stamp_of(file);
+        if (!stamp || run.done(rel, file)) continue;
+        const auto f = failed.find(file);
+        if (f != failed.end() && f->second == *stamp) continue;
+        auto s = seen.find(file);
+        if (s == seen.end() || s->second.stamp != *stamp) {  // new, or still changing
+          seen[file] = {*stamp, now};
+          if (o.settle_seconds > 0) continue;
+          s = seen.find(file);
+        }
+        if (std::chrono::duration<double>(now - s->second.since).count() < o.settle_seconds) continue;
+        if (run.process(*method, file, rel, summary, unet_calls)) {
+          failed.erase(file);
+          if (!o.move_done.empty()) move_done(file, rel, o.move_done);
+          spdlog::info("{}: done ({} in this watch)", rel, summary.images);
+        } else {
+          failed[file] = *stamp;
+        }
+        seen.erase(file);
+      }
+      idle(o, o.poll_seconds);
+    }
+    spdlog::info("watch stopped: {} image(s) scored, {} failed", summary.images, summary.failures);
+  }
+
+  // 7. the report of everything the folder holds
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   summary.seconds_per_image = summary.images ? summary.seconds / static_cast<double>(summary.images) : 0.0;
   summary.unet_calls_per_image = summary.images ? static_cast<double>(unet_calls) / static_cast<double>(summary.images) : 0.0;
-  write_file_atomically((out / "scores.csv").string(), csv.str());
-  nlohmann::json report = {{"class", o.cls},
-                           {"model", method.model_dir()},
-                           {"shots", shots},
-                           {"images", rows},
-                           {"failures", summary.failed},
-                           {"threshold", labelled ? nlohmann::json(o.threshold) : nlohmann::json(nullptr)},
-                           {"seconds_per_image", summary.seconds_per_image},
-                           {"masks_per_image", summary.masks_per_image},
-                           {"unet_calls_per_image", summary.unet_calls_per_image},
-                           {"random_feature_weights", method.random_weight_files()},
-                           {"config", config.to_yaml()}};
-  write_file_atomically((out / "scores.json").string(), json_text(report));
+  run.write_report(method.get(), summary, shots);
   return summary;
 }
 

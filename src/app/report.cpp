@@ -46,22 +46,82 @@ cv::Mat thumbnail(const cv::Mat& rgb8, int size) {
   return out;
 }
 
-// image | ground truth | map | overlay, `size` pixels each, 2-pixel white gaps.
-cv::Mat panel_strip(const ReportSample& r, double hi, int size) {
+// image | ground truth | map | overlay, `size` pixels each, 2-pixel white gaps. With a scale the
+// map is coloured on it and the overlay outlines the predicted regions.
+cv::Mat panel_strip(const ReportSample& r, double hi, const ReportScale* scale, int size) {
   const cv::Mat image = read_rgb(r.sample.image);
   cv::Mat gt = cv::Mat::zeros(image.rows, image.cols, CV_8U);
   if (!r.sample.mask.empty()) gt = read_mask(r.sample.mask) * 255;
   cv::Mat gt_rgb;
   cv::cvtColor(gt, gt_rgb, cv::COLOR_GRAY2RGB);
-  const cv::Mat map = read_anomaly_map(r.map);
-  const cv::Mat panels[4] = {thumbnail(image, size), thumbnail(gt_rgb, size), thumbnail(heatmap(map, 0.0, hi), size),
-                             thumbnail(heatmap_overlay(image, map, 0.0, hi), size)};
+  cv::Mat map = read_anomaly_map(r.map);
+  if (map.size() != image.size()) cv::resize(map, map, image.size(), 0, 0, cv::INTER_LINEAR);
+  cv::Mat colours, mask;
+  if (scale) {
+    colours = normalized_map(map, scale->pixel);
+    mask = predicted_mask(map, scale->pixel.threshold);
+  } else {
+    colours = normalized_map(map, ScoreScale{hi / 2, 0.0, hi});
+  }
+  const cv::Mat panels[4] = {thumbnail(image, size), thumbnail(gt_rgb, size), thumbnail(heatmap(colours, 0.0, 1.0), size),
+                             thumbnail(inspection_overlay(image, colours, mask, ""), size)};
   cv::Mat strip(size, 4 * size + 6, CV_8UC3, cv::Scalar(255, 255, 255));
   for (int i = 0; i < 4; ++i) panels[i].copyTo(strip(cv::Rect(i * (size + 2), 0, size, size)));
   return strip;
 }
 
 }  // namespace
+
+cv::Mat normalized_map(const cv::Mat& map, const ScoreScale& scale) {
+  cv::Mat out(map.size(), CV_32F);
+  for (int y = 0; y < map.rows; ++y) {
+    const float* in = map.ptr<float>(y);
+    float* o = out.ptr<float>(y);
+    for (int x = 0; x < map.cols; ++x) o[x] = static_cast<float>(scale.normalize(in[x]));
+  }
+  return out;
+}
+
+cv::Mat predicted_mask(const cv::Mat& map, double threshold) {
+  cv::Mat out(map.size(), CV_8U);
+  // float comparison, as the metrics rank the maps' float values
+  const float t = static_cast<float>(threshold);
+  for (int y = 0; y < map.rows; ++y) {
+    const float* in = map.ptr<float>(y);
+    uint8_t* o = out.ptr<uint8_t>(y);
+    for (int x = 0; x < map.cols; ++x) o[x] = in[x] >= t ? 255 : 0;
+  }
+  return out;
+}
+
+cv::Mat inspection_overlay(const cv::Mat& rgb8, const cv::Mat& normalized, const cv::Mat& mask, const std::string& banner) {
+  cv::Mat out = heatmap_overlay(rgb8, normalized, 0.0, 1.0);
+  const int line = std::max(1, std::min(out.rows, out.cols) / 160);
+  if (!mask.empty()) {
+    cv::Mat binary = mask;
+    if (binary.size() != out.size()) cv::resize(mask, binary, out.size(), 0, 0, cv::INTER_NEAREST);
+    std::vector<std::vector<cv::Point>> contours;
+    cv::findContours(binary.clone(), contours, cv::RETR_EXTERNAL, cv::CHAIN_APPROX_SIMPLE);
+    cv::drawContours(out, contours, -1, cv::Scalar(255, 255, 255), line, cv::LINE_8);
+  }
+  if (!banner.empty()) {
+    const double font = std::max(0.3, out.cols / 640.0);
+    int base = 0;
+    const cv::Size text = cv::getTextSize(banner, cv::FONT_HERSHEY_SIMPLEX, font, line, &base);
+    // Small images get a band above them rather than text over the whole picture.
+    if (text.width > out.cols || out.rows < 4 * (text.height + base)) {
+      cv::Mat band(text.height + base + 6, std::max(out.cols, text.width + 6), CV_8UC3, cv::Scalar(0, 0, 0));
+      cv::putText(band, banner, cv::Point(3, text.height + 3), cv::FONT_HERSHEY_SIMPLEX, font, cv::Scalar(255, 255, 255), line, cv::LINE_AA);
+      cv::Mat padded(out.rows, band.cols, CV_8UC3, cv::Scalar(0, 0, 0));
+      out.copyTo(padded(cv::Rect(0, 0, out.cols, out.rows)));
+      cv::vconcat(band, padded, out);
+    } else {
+      cv::rectangle(out, cv::Rect(0, 0, text.width + 6, text.height + base + 6), cv::Scalar(0, 0, 0), cv::FILLED);
+      cv::putText(out, banner, cv::Point(3, text.height + 3), cv::FONT_HERSHEY_SIMPLEX, font, cv::Scalar(255, 255, 255), line, cv::LINE_AA);
+    }
+  }
+  return out;
+}
 
 std::string markdown_to_html(const std::string& markdown) {
   std::ostringstream html;
@@ -108,7 +168,9 @@ void write_report(const std::string& dir, const std::map<std::string, std::vecto
   html << "<h1>" << html_escape(o.title) << "</h1>\n";
   for (const auto& t : o.tables_markdown) html << markdown_to_html(t);
   html << "<h2>Highest- and lowest-scored test images per class</h2>\n"
-       << "<p>Each row: image | ground truth | anomaly map | overlay. Colours span 0 to the class's highest score.</p>\n";
+       << "<p>Each row: image | ground truth | anomaly map | overlay. With a calibration (eval's calibration.json) colours are on its "
+       << "scale (green = the pixel threshold, red above it) and the overlay outlines the predicted regions; without, colours span 0 "
+       << "to the class's highest score.</p>\n";
 
   std::vector<cv::Mat> rows;
   const int size = o.thumbnail;
@@ -123,12 +185,17 @@ void write_report(const std::string& dir, const std::map<std::string, std::vecto
     for (int i = std::max(o.per_side, n - o.per_side); i < n; ++i) picks.emplace_back("lowest #" + std::to_string(n - i), &sorted[i]);
     html << "<h3>" << html_escape(cls) << "</h3>\n";
     for (const auto& [rank, r] : picks) {
-      const cv::Mat strip = panel_strip(*r, hi, size);
+      const auto scale = o.scales.find(cls);
+      const cv::Mat strip = panel_strip(*r, hi, scale == o.scales.end() ? nullptr : &scale->second, size);
       const std::string name = cls + "_" + r->sample.defect + "_" + r->sample.id + ".png";
       write_png((root / "report" / name).string(), strip);
       char caption[256];
-      std::snprintf(caption, sizeof caption, "%s - %s/%s, score %.4g (%s)", rank.c_str(), r->sample.defect.c_str(), r->sample.id.c_str(),
-                    r->score, r->sample.anomalous ? "anomalous" : "normal");
+      std::string verdict;
+      if (scale != o.scales.end())
+        verdict = std::string(", predicted ") + (static_cast<float>(r->score) >= static_cast<float>(scale->second.image.threshold) ? "anomalous" : "normal") +
+                  " at " + std::to_string(scale->second.image.normalize(r->score)).substr(0, 4);
+      std::snprintf(caption, sizeof caption, "%s - %s/%s, score %.4g (%s%s)", rank.c_str(), r->sample.defect.c_str(), r->sample.id.c_str(),
+                    r->score, r->sample.anomalous ? "anomalous" : "normal", verdict.c_str());
       html << "<img src=\"report/" << html_escape(name) << "\"><div class=\"caption\">" << html_escape(caption) << "</div>\n";
       // report.png: the strip with its caption above it
       cv::Mat row(strip.rows + 18, strip.cols, CV_8UC3, cv::Scalar(255, 255, 255));

@@ -3,6 +3,8 @@
 //
 // Exit codes: 0 success; 1 unexpected failure; 2 bad input (a missing, corrupt or malformed
 // file, an invalid config key, a bad command-line option).
+#include <atomic>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -13,6 +15,7 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include "anomalysd/app/calibrate.h"
 #include "anomalysd/app/demo.h"
 #include "anomalysd/app/eval.h"
 #include "anomalysd/app/finetune.h"
@@ -121,14 +124,41 @@ int run_bench(const BenchOptions& o) {
   return 0;
 }
 
-int run_infer_cli(const anomalysd::InferOptions& o) {
+// SIGINT / SIGTERM end `infer --watch` cleanly (the image in progress is finished and written).
+std::atomic<bool> g_stop{false};
+extern "C" void request_stop(int) { g_stop.store(true); }
+
+int run_infer_cli(anomalysd::InferOptions o) {
+  if (o.watch) {
+    o.stop = &g_stop;
+    std::signal(SIGINT, request_stop);
+    std::signal(SIGTERM, request_stop);
+  }
   const anomalysd::InferSummary s = anomalysd::run_infer(o);
-  std::printf("images: %lld scored, %lld failed\n", static_cast<long long>(s.images), static_cast<long long>(s.failures));
+  std::printf("images: %lld scored, %lld failed; %lld already done (resumed)\n", static_cast<long long>(s.images), static_cast<long long>(s.failures),
+              static_cast<long long>(s.resumed));
   for (const auto& f : s.failed) std::printf("  failed: %s\n", f.c_str());
-  std::printf("time: %.1f s, %.2f s per image; masks per image: %lld; UNet calls per image: %.1f\n", s.seconds, s.seconds_per_image,
-              static_cast<long long>(s.masks_per_image), s.unet_calls_per_image);
-  std::printf("wrote %s/{maps/*.tiff, overlays/*.png, scores.csv, scores.json}\n", s.output.c_str());
+  if (!s.decision.empty()) std::printf("verdicts: %lld of %lld anomalous (decision: %s)\n", static_cast<long long>(s.anomalous),
+                                       static_cast<long long>(s.images), s.decision.c_str());
+  if (s.images > 0)
+    std::printf("time: %.1f s, %.2f s per image; masks per image: %lld; UNet calls per image: %.1f\n", s.seconds, s.seconds_per_image,
+                static_cast<long long>(s.masks_per_image), s.unet_calls_per_image);
+  std::printf("wrote %s/{maps/*.tiff, overlays/*.png%s, results.jsonl, scores.csv, scores.json}\n", s.output.c_str(),
+              s.decision.empty() ? "" : ", masks/*.png");
   return s.failures > 0 ? kExitSomeFilesFailed : 0;
+}
+
+int run_calibrate_cli(const anomalysd::CalibrateOptions& o) {
+  const anomalysd::CalibrateSummary s = anomalysd::run_calibrate(o);
+  const auto& c = s.calibration;
+  std::printf("class %s: image threshold %.6g from %lld normal image(s) (%s); %lld of them at or above it (target %.3g)\n", o.cls.c_str(),
+              c.image.threshold, static_cast<long long>(c.normal_images), s.leave_one_out ? "leave-one-out over the shots" : o.normal.c_str(),
+              static_cast<long long>(c.false_alarms), o.max_false_alarm);
+  std::printf("normal scores: mean %.4g, std %.4g, max %.4g\n", c.normal_scores.mean, c.normal_scores.std, c.normal_scores.max);
+  for (const auto& f : s.failed) std::printf("  failed: %s\n", f.c_str());
+  std::printf("wrote %s; use it with: anomalysd infer --calibration %s --class %s --shots %s ...\n", s.output.c_str(), s.output.c_str(), o.cls.c_str(),
+              o.shots.c_str());
+  return s.failed.empty() ? 0 : kExitSomeFilesFailed;
 }
 
 int run_finetune_cli(const anomalysd::FinetuneOptions& o) {
@@ -271,9 +301,31 @@ int main(int argc, char** argv) {
   infer_cmd->add_option("--class", infer.cls, "Class name: selects the prompts and lambda")->required();
   infer_cmd->add_option("--shots", infer.shots, "Folder (or file) of normal images of the class; none = 0-shot");
   infer_cmd->add_option("--output", infer.output, "Output folder")->required();
-  infer_cmd->add_option("--threshold", infer.threshold, "Label images whose score reaches it as anomalous");
-  infer_cmd->add_flag("--overwrite", infer.overwrite, "Write into an existing output folder");
+  infer_cmd->add_option("--calibration", infer.calibration, "calibration.json (eval's, or calibrate's): the class's image and pixel thresholds");
+  infer_cmd->add_option("--threshold", infer.threshold, "Raw image score at or above which an image is anomalous (overrides the calibration)");
+  infer_cmd->add_option("--pixel-threshold", infer.pixel_threshold, "Raw map value at or above which a pixel is a defect (overrides the calibration)");
+  infer_cmd->add_option("--sensitivity", infer.sensitivity, "Shift the decision: anomalous when the normalised score >= 1 - sensitivity")
+      ->capture_default_str();
+  infer_cmd->add_option("--map-max", infer.map_max, "Without a threshold: the top of the overlays' colour scale (default: 2x the first image's score)");
+  infer_cmd->add_flag("--recursive", infer.recursive, "Images in subfolders too (relative paths kept in the outputs)");
+  infer_cmd->add_flag("--watch", infer.watch, "Keep the model loaded and process each new image that appears in --input, until Ctrl-C / SIGTERM");
+  infer_cmd->add_option("--move-done", infer.move_done, "--watch: move each finished image into this folder");
+  infer_cmd->add_option("--settle", infer.settle_seconds, "--watch: seconds a file must stay unchanged before it is read")->capture_default_str();
+  infer_cmd->add_option("--poll", infer.poll_seconds, "--watch: seconds between looks at the folder")->capture_default_str();
+  infer_cmd->add_flag("--overwrite", infer.overwrite, "Discard another run in --output (the same command resumes without it)");
   infer_cmd->add_option("--set", infer.overrides, "Override a config key: --set a.b.c=value (repeatable)");
+
+  anomalysd::CalibrateOptions calibrate;
+  CLI::App* calibrate_cmd = app.add_subcommand("calibrate", "A class's decision threshold from normal images alone, for infer --calibration");
+  calibrate_cmd->add_option("--config", calibrate.config, "YAML config (default: the embedded default); the same as infer's");
+  calibrate_cmd->add_option("--model", calibrate.model, "Inpainting pipeline folder (overrides model.path)");
+  calibrate_cmd->add_option("--class", calibrate.cls, "Class name")->required();
+  calibrate_cmd->add_option("--shots", calibrate.shots, "Folder (or file) of the class's normal shots, as infer will get them")->required();
+  calibrate_cmd->add_option("--normal", calibrate.normal, "Folder of further normal images (default: leave-one-out over the shots)");
+  calibrate_cmd->add_flag("--recursive", calibrate.recursive, "--normal: subfolders too");
+  calibrate_cmd->add_option("--max-false-alarm", calibrate.max_false_alarm, "Target share of normal images called anomalous")->capture_default_str();
+  calibrate_cmd->add_option("--output", calibrate.output, "Calibration file to write, or to add the class to")->required();
+  calibrate_cmd->add_option("--set", calibrate.overrides, "Override a config key: --set a.b.c=value (repeatable)");
 
   anomalysd::FinetuneOptions finetune;
   CLI::App* finetune_cmd = app.add_subcommand("finetune", "Few-shot multi-class fine-tuning of the inpainting UNet and the VAE decoder");
@@ -415,6 +467,7 @@ int main(int argc, char** argv) {
     if (forward_cmd->parsed()) return run_forward(forward);
     if (bench_cmd->parsed()) return run_bench(bench);
     if (infer_cmd->parsed()) return run_infer_cli(infer);
+    if (calibrate_cmd->parsed()) return run_calibrate_cli(calibrate);
     if (eval_cmd->parsed()) return run_eval_cli(eval);
     if (finetune_cmd->parsed()) return run_finetune_cli(finetune);
     if (demo_cmd->parsed()) {
@@ -424,6 +477,18 @@ int main(int argc, char** argv) {
                   s.cache_used ? "cached" : (std::to_string(static_cast<int>(s.bootstrap_seconds)) + " s").c_str(), s.finetune_seconds,
                   s.eval_seconds);
       std::printf("wrote %s/{table.md, metrics.json, report.png, report.html}\n", s.output.c_str());
+      if (!s.shots.empty()) {
+        const std::string cls = s.shots.begin()->first;
+        std::string sets;
+        for (const auto& x : s.overrides)
+          // configs/demo.yaml already holds the default cache's feature weights and 64 px
+          if (x.find("=models/demo/bootstrap/features/") == std::string::npos && x != "resolution=64") sets += " --set " + x;
+        std::printf("inspect a folder with the demo's model and the full method's calibration:\n  anomalysd infer --config %s%s --model %s "
+                    "--class %s --shots %s/shots/%s --calibration %s/eval/full/calibration.json --input %s/data/%s/test --recursive "
+                    "--output results/inspect-%s\n",
+                    demo.config.empty() ? "configs/demo.yaml" : s.config_file.c_str(), sets.c_str(), s.model.c_str(), cls.c_str(), s.output.c_str(),
+                    cls.c_str(), s.output.c_str(), s.output.c_str(), cls.c_str(), cls.c_str());
+      }
       if (!s.beats_mean_image) {
         std::fprintf(stderr, "demo: the full method does not beat the mean-image baseline at both image and pixel level\n");
         return 3;

@@ -127,8 +127,11 @@ RunResults evaluate_maps(const EvalMapsOptions& o) {
       r.pixel_ap = pm.ap;
       r.pixel_f1_max = pm.f1_max;
       r.pixel_pro = pm.pro;
+      r.pixel_f1_threshold = pm.f1_threshold;
+      r.map_min = pm.map_min;
+      r.map_max = pm.map_max;
     } else {
-      r.pixel_auroc = r.pixel_ap = r.pixel_f1_max = r.pixel_pro = std::numeric_limits<double>::quiet_NaN();
+      r.pixel_auroc = r.pixel_ap = r.pixel_f1_max = r.pixel_pro = r.pixel_f1_threshold = std::numeric_limits<double>::quiet_NaN();
     }
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - class_start).count();
     spdlog::info("{}: image AUROC {:.1f}, pixel AUROC {:.1f}, PRO {:.1f} ({:.1f} s)", c.name, 100 * r.image_auroc, 100 * r.pixel_auroc,

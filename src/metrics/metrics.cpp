@@ -44,7 +44,7 @@ CurveSummary summarize_curve(std::vector<float>& pos, std::vector<float>& neg, s
   s.positives = static_cast<int64_t>(pos.size());
   s.negatives = static_cast<int64_t>(neg.size());
   if (pos.empty() || neg.empty()) {
-    s.auroc = s.ap = s.f1_max = s.pro = kNaN;
+    s.auroc = s.ap = s.f1_max = s.pro = s.f1_threshold = kNaN;
     return s;
   }
   const bool with_pro = regions != nullptr && region_sizes != nullptr && !region_sizes->empty();
@@ -77,7 +77,13 @@ CurveSummary summarize_curve(std::vector<float>& pos, std::vector<float>& neg, s
     s.auroc += (fpr - prev_fpr) * (tpr + prev_tpr) / 2;
     const double precision = tp / (tp + fp);
     s.ap += (tpr - prev_tpr) * precision;
-    if (precision + tpr > 0) s.f1_max = std::max(s.f1_max, 2 * precision * tpr / (precision + tpr));
+    // Strictly greater: of equal F1s the first, i.e. the highest threshold, is kept.
+    if (precision + tpr > 0 && 2 * precision * tpr / (precision + tpr) > s.f1_max) {
+      s.f1_max = 2 * precision * tpr / (precision + tpr);
+      s.f1_threshold = t;
+      s.f1_true_positives = static_cast<int64_t>(tp);
+      s.f1_false_positives = static_cast<int64_t>(fp);
+    }
     if (with_pro) pro.add(std::min(fpr, 1.0), std::min(pro_sum / static_cast<double>(weight.size()), 1.0));
     prev_fpr = fpr;
     prev_tpr = tpr;
@@ -110,7 +116,16 @@ ImageMetrics image_metrics(const at::Tensor& scores, const at::Tensor& labels) {
   std::vector<float> pos, neg;
   split_by_label(scores, labels, pos, neg);
   const CurveSummary s = summarize_curve(pos, neg);
-  return {s.auroc, s.ap, s.f1_max};
+  ImageMetrics m;
+  m.auroc = s.auroc;
+  m.ap = s.ap;
+  m.f1_max = s.f1_max;
+  m.f1_threshold = s.f1_threshold;
+  m.f1_true_positives = s.f1_true_positives;
+  m.f1_false_positives = s.f1_false_positives;
+  m.positives = s.positives;
+  m.negatives = s.negatives;
+  return m;
 }
 
 double auroc(const at::Tensor& scores, const at::Tensor& labels) { return image_metrics(scores, labels).auroc; }
@@ -121,6 +136,10 @@ void PixelMetricAccumulator::add(const float* map, const uint8_t* mask, int64_t 
   const int64_t n = height * width;
   for (int64_t k = 0; k < n; ++k)
     if (!std::isfinite(map[k])) throw InputError("anomaly map holds NaN or Inf");
+  for (int64_t k = 0; k < n; ++k) {
+    map_min_ = images_ == 0 && k == 0 ? map[k] : std::min<double>(map_min_, map[k]);
+    map_max_ = images_ == 0 && k == 0 ? map[k] : std::max<double>(map_max_, map[k]);
+  }
   // GT regions: 8-connected components of the mask (official MVTec AD definition).
   cv::Mat binary(static_cast<int>(height), static_cast<int>(width), CV_8U);
   for (int64_t k = 0; k < n; ++k) binary.data[k] = mask[k] != 0;
@@ -158,7 +177,10 @@ PixelMetrics PixelMetricAccumulator::compute(double fpr_limit) {
   out.auroc = s.auroc;
   out.ap = s.ap;
   out.f1_max = s.f1_max;
+  out.f1_threshold = s.f1_threshold;
   out.pro = s.pro;
+  out.map_min = map_min_;
+  out.map_max = map_max_;
   return out;
 }
 

@@ -82,9 +82,15 @@ TEST(Infer, MixedFolderWritesEveryReadableImageAndNamesTheFailures) {
   std::getline(csv, header);
   EXPECT_EQ(header, "path,score");
 
-  // The output folder exists now: refused without --overwrite, nothing touched.
+  // The same command again resumes: every readable image is done, nothing is recomputed or
+  // rewritten (the two unreadable files are tried again and named again).
   const auto before = fs::last_write_time(tmp.path() / "out/scores.csv");
-  EXPECT_EQ(test::run_cli(args, &log), 2) << log;
+  EXPECT_EQ(test::run_cli(args, &log), 3) << log;
+  EXPECT_NE(log.find("0 scored, 2 failed; 5 already done"), std::string::npos) << log;
+  EXPECT_EQ(fs::last_write_time(tmp.path() / "out/scores.csv"), before);
+  // Another config into the same folder: refused, naming what changed, nothing touched.
+  EXPECT_EQ(test::run_cli(args + " --set inference.alpha=0.25", &log), 2) << log;
+  EXPECT_NE(log.find("alpha: 0.25"), std::string::npos) << log;
   EXPECT_NE(log.find("--overwrite"), std::string::npos) << log;
   EXPECT_EQ(fs::last_write_time(tmp.path() / "out/scores.csv"), before);
 }
@@ -117,7 +123,7 @@ TEST(Infer, AnImageGetsTheSameMapUnderAnyNameFormatOrThreshold) {
   std::ifstream csv(tmp.path() / "out_b/scores.csv");
   std::string header;
   std::getline(csv, header);
-  EXPECT_EQ(header, "path,score,label");
+  EXPECT_EQ(header, "path,score,normalized,label");
 }
 
 TEST(Infer, MissingFeatureWeightsNameTheKeyAndTheCommand) {

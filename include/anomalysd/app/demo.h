@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,12 @@ struct DemoSummary {
   bool cache_used = false;
   bool beats_mean_image = false;      // the full method above the mean-image baseline, image and pixel AUROC
   std::string output;
+  // What `infer --calibration <output>/eval/full/calibration.json` needs to match the full
+  // method's evaluation: its config file, --set overrides, model and the shots of each class.
+  std::string config_file;
+  std::vector<std::string> overrides;
+  std::string model;
+  std::map<std::string, std::vector<std::string>> shots;
 };
 
 DemoSummary run_demo(const DemoOptions& options);

@@ -18,6 +18,10 @@ struct CurveSummary {
   double auroc = 0;   // area under (FPR, TPR) with trapezoids, from (0, 0)
   double ap = 0;      // Σ_k (R_k − R_{k−1}) · P_k over distinct thresholds (sklearn's average_precision_score)
   double f1_max = 0;  // max over thresholds of 2PR / (P + R)
+  // The threshold behind f1_max: samples scoring ≥ it are called positive. Of thresholds with
+  // equal F1 the highest (the fewest alarms); with it, the confusion counts at that threshold.
+  double f1_threshold = 0;
+  int64_t f1_true_positives = 0, f1_false_positives = 0;
   double pro = 0;     // ∫ PRO d(FPR) over [0, fpr_limit] / fpr_limit (only with region weights)
   int64_t positives = 0;
   int64_t negatives = 0;
@@ -31,7 +35,9 @@ CurveSummary summarize_curve(std::vector<float>& positive_scores, std::vector<fl
                              double fpr_limit = 0.3);
 
 struct ImageMetrics {
-  double auroc, ap, f1_max;
+  double auroc = 0, ap = 0, f1_max = 0;
+  double f1_threshold = 0;  // score ≥ it = anomalous gives f1_max (CurveSummary)
+  int64_t f1_true_positives = 0, f1_false_positives = 0, positives = 0, negatives = 0;
 };
 
 // scores [N] float, labels [N] (bool or 0/1 integers; 1 = anomalous).
@@ -41,7 +47,9 @@ double average_precision(const at::Tensor& scores, const at::Tensor& labels);
 double f1_max(const at::Tensor& scores, const at::Tensor& labels);
 
 struct PixelMetrics {
-  double auroc, ap, f1_max, pro;
+  double auroc = 0, ap = 0, f1_max = 0, pro = 0;
+  double f1_threshold = 0;          // map value ≥ it = anomalous pixel gives f1_max
+  double map_min = 0, map_max = 0;  // the range of every map value added
   int64_t anomalous_pixels = 0, normal_pixels = 0, regions = 0;
 };
 
@@ -61,6 +69,7 @@ class PixelMetricAccumulator {
   std::vector<float> positive_scores_, negative_scores_;
   std::vector<uint32_t> positive_regions_;  // index into region_sizes_
   std::vector<int64_t> region_sizes_;
+  double map_min_ = 0, map_max_ = 0;
   int64_t images_ = 0;
 };
 

@@ -18,6 +18,9 @@ struct ClassResult {
   double pixel_auroc = 0, pixel_ap = 0, pixel_f1_max = 0, pixel_pro = 0;
   int64_t test_images = 0, anomalous_images = 0;
   double seconds = 0;
+  // Not metric columns (what a calibration needs; not in metrics.json): the map value behind the
+  // pixel F1-max and the range of the maps' values.
+  double pixel_f1_threshold = 0, map_min = 0, map_max = 0;
 };
 
 struct RunResults {
