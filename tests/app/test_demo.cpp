@@ -3,12 +3,17 @@
 // method beats chance by a clear margin.
 #include <cmath>
 #include <filesystem>
+#include <map>
 #include <set>
 
 #include <gtest/gtest.h>
 #include <opencv2/imgcodecs.hpp>
 
+#include "anomalysd/app/calibration.h"
 #include "anomalysd/app/demo.h"
+#include "anomalysd/app/infer.h"
+#include "anomalysd/io/append_log.h"
+#include "anomalysd/metrics/results.h"
 #include "anomalysd/data/dataset.h"
 #include "anomalysd/data/image_io.h"
 #include "anomalysd/data/synthetic.h"
@@ -132,6 +137,66 @@ TEST(Demo, QuickRunEndToEndBeatsTheMeanImageBaselineAtImageAndPixelLevel) {
     std::fprintf(stderr, "quick demo: bootstrap VAE posterior std %.4f, round-trip error %.4f\n", std_mean, error);
     EXPECT_LT(std_mean, 0.1) << "the VAE's posterior std (log-variance initialised low)";
     EXPECT_LT(error, 0.07) << "the VAE's round-trip error on benchmark images";
+  }
+  // From eval to a line's verdicts: the full method's calibration.json, applied by `infer` to the
+  // same test images with the same model, config and shots, labels them exactly as its F1-max
+  // threshold did (its accuracy), and the predicted masks reach its pixel F1 against the ground truth.
+  {
+    const fs::path eval_dir = fs::path(o.output) / "eval/full";
+    const Calibration calibration = Calibration::load((eval_dir / "calibration.json").string());
+    ASSERT_EQ(calibration.classes.size(), 4u);
+    std::set<std::string> evaluated;
+    const nlohmann::json eval_run = read_json_file((eval_dir / "run.json").string());
+    for (const auto& k : eval_run.at("samples")) evaluated.insert(k.get<std::string>());
+    const Dataset dataset = load_dataset("folder", (fs::path(o.output) / "data").string());
+    for (const ClassData& c : dataset.classes) {
+      const ClassCalibration& k = calibration.classes.at(c.name);
+      // The evaluated test images (the quick run evaluates a part), in the dataset's layout.
+      const fs::path in = tmp.path() / "inspect-in" / c.name;
+      std::map<std::string, TestSample> by_path;
+      for (const TestSample& t : c.test) {
+        if (!evaluated.count(sample_key(t.cls, t.defect, t.id))) continue;
+        const std::string rel = t.defect + "/" + fs::path(t.image).filename().string();
+        fs::create_directories(in / t.defect);
+        fs::copy_file(t.image, in / rel);
+        by_path[rel] = t;
+      }
+      InferOptions io;
+      io.config = s.config_file;
+      io.overrides = s.overrides;
+      io.model = s.model;
+      io.cls = c.name;
+      io.shots = (fs::path(o.output) / "shots" / c.name).string();
+      io.input = in.string();
+      io.recursive = true;
+      io.calibration = (eval_dir / "calibration.json").string();
+      io.output = (tmp.path() / "inspect" / c.name).string();
+      const InferSummary r = run_infer(io);
+      ASSERT_EQ(r.images, static_cast<int64_t>(by_path.size()));
+      int64_t correct = 0, tp = 0, fp = 0, fn = 0;
+      for (const auto& line : read_line_log((fs::path(io.output) / "results.jsonl").string())) {
+        const auto j = nlohmann::json::parse(line);
+        const TestSample& t = by_path.at(j["path"].get<std::string>());
+        correct += (j["label"] == "anomalous") == t.anomalous;
+        const cv::Mat predicted = cv::imread(j["mask"].get<std::string>(), cv::IMREAD_GRAYSCALE);
+        const cv::Mat truth = t.mask.empty() ? cv::Mat::zeros(predicted.size(), CV_8U) : read_mask(t.mask);
+        ASSERT_EQ(predicted.size(), truth.size());
+        for (int y = 0; y < truth.rows; ++y)
+          for (int x = 0; x < truth.cols; ++x) {
+            const bool p = predicted.at<uint8_t>(y, x) != 0, g = truth.at<uint8_t>(y, x) != 0;
+            tp += p && g;
+            fp += p && !g;
+            fn += !p && g;
+          }
+      }
+      const double pixel_f1 = 2.0 * static_cast<double>(tp) / static_cast<double>(2 * tp + fp + fn);
+      std::fprintf(stderr, "quick demo, infer --calibration on %s: accuracy %.3f (calibration: %.3f), pixel F1 %.3f (calibration: %.3f)\n",
+                   c.name.c_str(), static_cast<double>(correct) / static_cast<double>(by_path.size()), k.accuracy(), pixel_f1, k.pixel_f1);
+      EXPECT_EQ(correct, k.true_positives + k.normal_images - k.false_positives) << c.name << ": image verdicts against the calibration's";
+      ASSERT_TRUE(k.has_pixel);
+      EXPECT_NEAR(pixel_f1, k.pixel_f1, 1e-9) << c.name << ": predicted masks against the ground truth";
+      EXPECT_GT(tp, 0) << c.name << ": the predicted masks overlap the defects";
+    }
   }
 }
 
