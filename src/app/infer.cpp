@@ -11,6 +11,8 @@
 #include <sstream>
 #include <thread>
 
+#include <sys/stat.h>
+
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
@@ -66,13 +68,11 @@ struct FileStamp {
 };
 
 std::optional<FileStamp> stamp_of(const fs::path& p) {
-  std::error_code ec;
+  struct stat st {};
+  if (::stat(p.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return std::nullopt;
   FileStamp s;
-  s.bytes = fs::file_size(p, ec);
-  if (ec) return std::nullopt;
-  const auto t = fs::last_write_time(p, ec);
-  if (ec) return std::nullopt;
-  s.mtime = static_cast<int64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count());
+  s.bytes = static_cast<uintmax_t>(st.st_size);
+  s.mtime = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;  // ns since the epoch
   return s;
 }
 
@@ -303,7 +303,7 @@ class InferRun {
 
     nlohmann::json row = {{"path", rel}, {"name", name}, {"bytes", stamp ? stamp->bytes : 0}, {"mtime", stamp ? stamp->mtime : 0},
                           {"score", d.score}, {"map", map_path}, {"overlay", overlay_path}};
-    std::string banner = "score " + number_text(d.score);
+    std::string banner = fmt::format("score {:.4g}", d.score);
     cv::Mat mask;
     if (decision_.labelled) {
       // float comparisons, as the metrics (and so a calibration's thresholds) rank float scores
@@ -316,7 +316,9 @@ class InferRun {
       row["label"] = anomalous ? "anomalous" : "normal";
       row["mask"] = mask_path;
       row["defect_pixels"] = cv::countNonZero(mask);
-      banner = std::string(anomalous ? "ANOMALOUS " : "normal ") + std::to_string(normalized).substr(0, 4) + " (score " + number_text(d.score) + ")";
+      char text[96];
+      std::snprintf(text, sizeof text, "%s %.2f (score %.4g)", anomalous ? "ANOMALOUS" : "normal", normalized, d.score);
+      banner = text;
       summary.anomalous += anomalous;
     } else if (!colours_) {  // the run's colour scale, fixed by its first image and kept in run.json
       const double hi = d.score > 0 ? 2.0 * d.score : 1.0;

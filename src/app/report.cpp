@@ -96,6 +96,11 @@ cv::Mat predicted_mask(const cv::Mat& map, double threshold) {
 
 cv::Mat inspection_overlay(const cv::Mat& rgb8, const cv::Mat& normalized, const cv::Mat& mask, const std::string& banner) {
   cv::Mat out = heatmap_overlay(rgb8, normalized, 0.0, 1.0);
+  // A small image with a verdict is enlarged (whole pixels) so that the text and outlines stay readable.
+  if (!banner.empty() && out.cols < 256) {
+    const int factor = (256 + out.cols - 1) / out.cols;
+    cv::resize(out, out, cv::Size(out.cols * factor, out.rows * factor), 0, 0, cv::INTER_NEAREST);
+  }
   const int line = std::max(1, std::min(out.rows, out.cols) / 160);
   if (!mask.empty()) {
     cv::Mat binary = mask;

@@ -209,6 +209,7 @@ TEST(Inspection, WatchTakesEachNewFileOnceSlowAndCorruptOnesIncludedAndStopsOnSi
        p = text.find("skipped: " + (watch / "corrupt.png").string(), p + 1))
     ++corrupt_mentions;
   EXPECT_EQ(corrupt_mentions, 1u) << "a corrupt file is reported once, not on every poll";
+  EXPECT_EQ(text.find("skipped: " + (watch / "slow.png").string()), std::string::npos) << "the slow file was read before it was complete";
   EXPECT_TRUE(fs::is_regular_file(done / "a.png"));
   EXPECT_TRUE(fs::is_regular_file(done / "slow.png"));
   EXPECT_FALSE(fs::exists(watch / "a.png"));

@@ -9,6 +9,8 @@
 //   maps/<class>/test/<defect>/<id>.tiff   float32 at the ground truth's size (MVTec AD evaluation layout)
 //   scores.csv               class,defect,id,score
 //   metrics.json, metrics.csv, table.md, report.html (+ report/, report.png)
+//   calibration.json         per class the thresholds behind the image and pixel F1-max (app/calibration.h;
+//                            not for one shard of a sharded run)
 #pragma once
 
 #include <cstdint>
