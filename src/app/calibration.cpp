@@ -54,7 +54,7 @@ ScoreStats ScoreStats::of(std::vector<double> s) {
   ScoreStats out;
   out.count = static_cast<int64_t>(s.size());
   if (s.empty()) {
-    out.mean = out.std = out.min = out.max = out.p50 = out.p95 = out.p99 = std::numeric_limits<double>::quiet_NaN();
+    out.mean = out.stddev = out.min = out.max = out.p50 = out.p95 = out.p99 = std::numeric_limits<double>::quiet_NaN();
     return out;
   }
   std::sort(s.begin(), s.end());
@@ -62,7 +62,7 @@ ScoreStats ScoreStats::of(std::vector<double> s) {
   for (double v : s) sum += v;
   out.mean = sum / static_cast<double>(s.size());
   for (double v : s) sq += (v - out.mean) * (v - out.mean);
-  out.std = std::sqrt(sq / static_cast<double>(s.size()));
+  out.stddev = std::sqrt(sq / static_cast<double>(s.size()));
   out.min = s.front();
   out.max = s.back();
   out.p50 = quantile(s, 0.5);
@@ -73,7 +73,7 @@ ScoreStats ScoreStats::of(std::vector<double> s) {
 
 nlohmann::json ScoreStats::to_json() const {
   auto num = [](double v) { return std::isnan(v) ? nlohmann::json(nullptr) : nlohmann::json(v); };
-  return {{"count", count}, {"mean", num(mean)}, {"std", num(std)}, {"min", num(min)},
+  return {{"count", count}, {"mean", num(mean)}, {"std", num(stddev)}, {"min", num(min)},
           {"max", num(max)}, {"p50", num(p50)},  {"p95", num(p95)}, {"p99", num(p99)}};
 }
 
@@ -141,7 +141,7 @@ Calibration Calibration::load(const std::string& path) {
     if (e.contains("normal_scores") && e["normal_scores"].is_object()) {
       const auto& s = e["normal_scores"];
       k.normal_scores.count = s.value("count", int64_t{0});
-      for (auto [key, field] : {std::pair{"mean", &ScoreStats::mean}, {"std", &ScoreStats::std}, {"min", &ScoreStats::min}, {"max", &ScoreStats::max},
+      for (auto [key, field] : {std::pair{"mean", &ScoreStats::mean}, {"std", &ScoreStats::stddev}, {"min", &ScoreStats::min}, {"max", &ScoreStats::max},
                                 {"p50", &ScoreStats::p50}, {"p95", &ScoreStats::p95}, {"p99", &ScoreStats::p99}})
         k.normal_scores.*field = s.contains(key) && s[key].is_number() ? s[key].get<double>() : std::numeric_limits<double>::quiet_NaN();
     }

@@ -75,6 +75,34 @@ void write_scores(const fs::path& output, const std::map<std::string, double>& s
   write_file_atomically((output / "scores.csv").string(), csv.str());
 }
 
+// An evaluation's calibration (app/calibration.h): per class of `results`, the thresholds behind
+// its image and pixel F1-max, from the scores of its evaluated `samples`. A class without both
+// normal and anomalous images gets none (logged).
+Calibration eval_calibration(const RunResults& results, const std::map<std::string, double>& scores, const std::vector<TestSample>& samples,
+                             const nlohmann::json& identity, const ShotSelection& shots) {
+  Calibration calibration;
+  calibration.identity = identity;
+  for (const ClassResult& r : results.classes) {
+    std::vector<double> class_scores;
+    std::vector<uint8_t> labels;
+    for (const TestSample& s : samples) {
+      const auto it = scores.find(sample_key(s.cls, s.defect, s.id));
+      if (s.cls != r.name || it == scores.end()) continue;
+      // As the metrics rank them: float32 (a score read back from scores.csv is the same float).
+      class_scores.push_back(static_cast<double>(static_cast<float>(it->second)));
+      labels.push_back(s.anomalous ? 1 : 0);
+    }
+    if (r.anomalous_images == 0 || r.anomalous_images == r.test_images) {
+      spdlog::warn("class '{}': no calibration written (it needs normal and anomalous test images; `anomalysd calibrate` needs normal ones only)", r.name);
+      continue;
+    }
+    ClassCalibration c = calibrate_from_labelled(class_scores, labels, r.pixel_f1_threshold, r.pixel_f1_max, r.map_min, r.map_max);
+    c.shots = image_set_identity(shots.shots.count(r.name) ? shots.shots.at(r.name) : std::vector<std::string>{});
+    calibration.classes[r.name] = c;
+  }
+  return calibration;
+}
+
 }  // namespace
 
 std::vector<TestSample> interleaved_by_defect(const std::vector<TestSample>& test) {
@@ -369,22 +397,7 @@ EvalSummary run_eval_here(const EvalOptions& o) {
   //    `infer --calibration` (not for one shard: it saw a part of the images).
   Calibration calibration;
   if (o.shard_count == 1) {
-    calibration.identity = calibration_identity(config, model_dir);
-    for (const ClassResult& r : results.classes) {
-      std::vector<double> class_scores;
-      std::vector<uint8_t> labels;
-      for (const TestSample& s : per_class[r.name]) {
-        class_scores.push_back(scores.at(sample_key(s.cls, s.defect, s.id)));
-        labels.push_back(s.anomalous ? 1 : 0);
-      }
-      if (r.anomalous_images == 0 || r.anomalous_images == r.test_images) {
-        spdlog::warn("class '{}': no calibration written (it needs normal and anomalous test images; `anomalysd calibrate` needs normal ones only)", r.name);
-        continue;
-      }
-      ClassCalibration c = calibrate_from_labelled(class_scores, labels, r.pixel_f1_threshold, r.pixel_f1_max, r.map_min, r.map_max);
-      c.shots = image_set_identity(shots.shots.count(r.name) ? shots.shots.at(r.name) : std::vector<std::string>{});
-      calibration.classes[r.name] = c;
-    }
+    calibration = eval_calibration(results, scores, todo, calibration_identity(config, model_dir), shots);
     calibration.save((out / "calibration.json").string());
   }
   if (variants)
@@ -451,9 +464,21 @@ void merge_shards(const EvalOptions& o, int64_t count, EvalSummary& summary) {
       if (it == by_key.end() || !scores.count(it->first)) continue;
       report_samples[t.cls].push_back({t, scores.at(it->first), map_file(it->second, t)});
     }
+  // The calibration of the union (the shards share the run's identity: config, model, shots).
+  std::vector<TestSample> merged_samples;
+  for (const ClassData& c : dataset.classes)
+    for (const TestSample& t : c.test)
+      if (by_key.count(sample_key(t.cls, t.defect, t.id))) merged_samples.push_back(t);
+  const nlohmann::json first_run = read_json_file((fs::path(folders.at(0)) / "run.json").string());
+  const nlohmann::json& shard_identity = first_run.at("identity");
+  const Calibration calibration =
+      eval_calibration(union_results, scores, merged_samples, {{"model", shard_identity.at("model")}, {"config", shard_identity.at("config")}},
+                       read_shots_file((fs::path(folders.at(0)) / "shots.json").string(), dataset));
+  calibration.save((fs::path(o.output) / "calibration.json").string());
   ReportOptions ro;
   ro.title = "AnomalySD on " + o.dataset + ", " + union_results.setup + " (" + union_results.method + "), " + std::to_string(count) + " shards";
   ro.tables_markdown = {results_table(union_results)};
+  for (const auto& [cls, c] : calibration.classes) ro.scales[cls] = {c.image, c.has_pixel ? c.pixel : c.image};
   write_report(o.output, report_samples, ro);
   summary.results = union_results;
   summary.merged = true;
@@ -475,7 +500,7 @@ void merge_shards(const EvalOptions& o, int64_t count, EvalSummary& summary) {
     for (const auto& [key, folder] : by_key) m.subset.insert(key);
     summary.variant_results.push_back(write_variant_results(m, union_results, v, o.output));
   }
-  spdlog::info("merged {} shard(s) into {}/{{metrics.json, metrics.csv, table.md, report.html, report.png}}{}", count, o.output,
+  spdlog::info("merged {} shard(s) into {}/{{metrics.json, metrics.csv, table.md, calibration.json, report.html, report.png}}{}", count, o.output,
                summary.variant_results.empty() ? "" : " and variants/*/metrics.json");
 }
 

@@ -154,7 +154,7 @@ int run_calibrate_cli(const anomalysd::CalibrateOptions& o) {
   std::printf("class %s: image threshold %.6g from %lld normal image(s) (%s); %lld of them at or above it (target %.3g)\n", o.cls.c_str(),
               c.image.threshold, static_cast<long long>(c.normal_images), s.leave_one_out ? "leave-one-out over the shots" : o.normal.c_str(),
               static_cast<long long>(c.false_alarms), o.max_false_alarm);
-  std::printf("normal scores: mean %.4g, std %.4g, max %.4g\n", c.normal_scores.mean, c.normal_scores.std, c.normal_scores.max);
+  std::printf("normal scores: mean %.4g, std %.4g, max %.4g\n", c.normal_scores.mean, c.normal_scores.stddev, c.normal_scores.max);
   for (const auto& f : s.failed) std::printf("  failed: %s\n", f.c_str());
   std::printf("wrote %s; use it with: anomalysd infer --calibration %s --class %s --shots %s ...\n", s.output.c_str(), s.output.c_str(), o.cls.c_str(),
               o.shots.c_str());

@@ -23,6 +23,7 @@
 #include <torch/torch.h>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include "anomalysd/app/calibration.h"
 #include "anomalysd/app/eval.h"
 #include "anomalysd/app/finetune.h"
 #include "anomalysd/core/distributed.h"
@@ -485,9 +486,13 @@ TEST(DistributedFinetune, TwoRanksEqualOneProcessWithTheSameGlobalBatchAndWriteO
   ASSERT_TRUE(one.finished);
   const auto ranks = run_ranks(2, "--log-level info " + f.finetune_args("two"), f.logs("two"));
   for (const auto& r : ranks) ASSERT_EQ(r.exit_code, 0) << logs(ranks);
-  // Only the order of summation differs (each rank sums its 2 of the step's 4 samples).
+  // Only the order of summation differs (each rank sums its 2 of the step's 4 samples). Measured:
+  // 1.6e-5 on a 2-core AMD EPYC with AVX512-BF16 (2.8e-5 with cpu_gemm: blas), below 1e-5 on the
+  // machine before it; the training moves the model by 2.5e-3 (each rank training on its own half
+  // of the batch — its gradients left out of the all-reduce — is refused at the first checkpoint:
+  // the ranks' weights differ).
   const double diff = max_relative_difference(f.tmp.path() / "one/model", f.tmp.path() / "two/model");
-  EXPECT_LE(diff, 1e-5);
+  EXPECT_LE(diff, 1e-4);
   // ... and training happened: the model moved away from the base.
   EXPECT_GT(max_relative_difference(f.tmp.path() / "one/model", fs::path(f.model)), 1e-4);
   // Written once, by rank 0: one log line per step, the same checkpoints as one process.
@@ -615,6 +620,10 @@ TEST(DistributedEval, TwoRanksAndAJobArrayWriteTheUnshardedMetricsExactly) {
   expect_same_metrics(merged, full.results);
   expect_same_metrics(RunResults::load((f.tmp.path() / "job/variants/multiscale/metrics.json").string()), full.variant_results[0]);
   expect_same_metrics(RunResults::load((f.tmp.path() / "job/variants/prototype/metrics.json").string()), full.variant_results[1]);
+  // The union's calibration is the unsharded run's: thresholds, counts, identity.
+  const nlohmann::json calibration = Calibration::load((f.tmp.path() / "job/calibration.json").string()).to_json();
+  EXPECT_EQ(calibration, Calibration::load((f.tmp.path() / "full/calibration.json").string()).to_json());
+  EXPECT_FALSE(calibration["classes"].empty());
   for (const char* file : {"table.md", "report.html", "report.png", "shards/0-of-2/run.json", "shards/1-of-2/run.json"})
     EXPECT_TRUE(fs::is_regular_file(f.tmp.path() / "job" / file)) << file;
   EXPECT_EQ(read_json_file((f.tmp.path() / "job/shards/1-of-2/run.json").string())["shard"], nlohmann::json::array({1, 2}));

@@ -14,6 +14,7 @@
 #include <opencv2/imgcodecs.hpp>
 #include <nlohmann/json.hpp>
 
+#include "anomalysd/app/calibration.h"
 #include "anomalysd/app/eval.h"
 #include "anomalysd/app/method.h"
 #include "anomalysd/data/image_io.h"
@@ -76,6 +77,26 @@ TEST(Eval, EndToEndResumeAndShards) {
   }
   const std::string table = test::read_bytes((out / "table.md").string());
   EXPECT_NE(table.find("| 1-shot | AnomalySD |"), std::string::npos) << table;
+  // calibration.json: per class the thresholds behind the F1-max it reports, with the run's
+  // identity; its threshold labels the class's images as its counts say (scores.csv).
+  const Calibration calibration = Calibration::load((out / "calibration.json").string());
+  ASSERT_EQ(calibration.classes.size(), 2u);
+  EXPECT_EQ(calibration.identity.at("model").get<std::string>(), fs::absolute(f.model).lexically_normal().string());
+  const auto scores = read_scores_csv((out / "scores.csv").string());
+  for (const auto& r : full.results.classes) {
+    const ClassCalibration& c = calibration.classes.at(r.name);
+    EXPECT_EQ(c.image_f1, r.image_f1_max) << r.name;
+    EXPECT_EQ(c.pixel_f1, r.pixel_f1_max) << r.name;
+    EXPECT_EQ(c.normal_images + c.anomalous_images, r.test_images) << r.name;
+    EXPECT_EQ(c.shots.size(), 1u) << r.name;
+    int64_t tp = 0, fp = 0;
+    for (const auto& [key, score] : scores)
+      if (key.rfind(r.name + "/", 0) == 0 && static_cast<float>(score) >= static_cast<float>(c.image.threshold))
+        (key.find("/good/") == std::string::npos ? tp : fp) += 1;
+    EXPECT_EQ(tp, c.true_positives) << r.name;
+    EXPECT_EQ(fp, c.false_positives) << r.name;
+    EXPECT_NEAR(2.0 * tp / static_cast<double>(tp + fp + c.anomalous_images), c.image_f1, 1e-12) << r.name;
+  }
 
   // Resume: the same command recomputes nothing; losing two maps recomputes exactly those two.
   const EvalSummary again = run_eval(f.options("full"));

@@ -32,7 +32,7 @@ namespace anomalysd {
 // Summary statistics of a set of scores (NaN when empty).
 struct ScoreStats {
   int64_t count = 0;
-  double mean = 0, std = 0, min = 0, max = 0, p50 = 0, p95 = 0, p99 = 0;
+  double mean = 0, stddev = 0, min = 0, max = 0, p50 = 0, p95 = 0, p99 = 0;
   static ScoreStats of(std::vector<double> scores);
   nlohmann::json to_json() const;
 };
