@@ -11,6 +11,7 @@
 #include "anomalysd/app/method.h"
 #include "anomalysd/app/run_identity.h"
 #include "anomalysd/io/errors.h"
+#include "anomalysd/util/hash.h"
 #include "anomalysd/util/progress.h"
 
 namespace anomalysd {
@@ -41,20 +42,10 @@ CalibrateSummary run_calibrate(const CalibrateOptions& o) {
     }
   }
   const std::vector<std::string> shot_ids = image_set_identity(shots);
-  std::vector<std::string> normal;
-  if (!o.normal.empty()) {
-    // A shot scored against its own bank is no fair sample of the normal scores: left out.
-    const std::set<std::string> shot_set(shot_ids.begin(), shot_ids.end());
-    for (const auto& f : list_images(o.normal, o.recursive, {o.output}))
-      try {
-        if (!shot_set.count(image_set_identity({f}).front())) normal.push_back(f);
-      } catch (const InputError&) {
-        normal.push_back(f);  // named when it is scored
-      }
-    if (normal.empty()) throw FormatError(o.normal, "holds no normal images other than the shots");
-  } else if (shots.size() < 2) {
+  const std::vector<std::string> normal = o.normal.empty() ? std::vector<std::string>{} : list_images(o.normal, o.recursive, {o.output});
+  if (!o.normal.empty() && normal.empty()) throw FormatError(o.normal, "holds no images (PNG, JPEG, BMP or TIFF)");
+  if (o.normal.empty() && shots.size() < 2)
     throw InputError("--shots holds 1 image: leave-one-out needs at least 2; give --normal DIR with further good images");
-  }
 
   // 2. the normal scores
   CalibrateSummary summary;
@@ -63,9 +54,17 @@ CalibrateSummary run_calibrate(const CalibrateOptions& o) {
   MethodRunner method(config, model_dir, true);
   std::vector<double> scores;
   double map_min = std::numeric_limits<double>::infinity();
+  // A shot scored against its own bank is no fair sample of the normal scores: in --normal, left out.
+  const std::set<std::string> shot_set(shot_ids.begin(), shot_ids.end());
+  int64_t shots_left_out = 0;
   auto score = [&](const std::string& path) {
     try {
-      const Detection d = method.detect(read_model_image(path, config.resolution));
+      const ModelImage image = read_model_image(path, config.resolution);
+      if (!summary.leave_one_out && shot_set.count(hex(image.identity))) {
+        ++shots_left_out;
+        return;
+      }
+      const Detection d = method.detect(image);
       scores.push_back(d.score);
       map_min = std::min(map_min, d.map.min().item<double>());
     } catch (const InputError& e) {
@@ -91,7 +90,10 @@ CalibrateSummary run_calibrate(const CalibrateOptions& o) {
     }
   }
   bar.finish();
-  if (scores.empty()) throw InputError("no normal image could be scored (each was named above)");
+  if (shots_left_out > 0) spdlog::info("left out {} image(s) of {} that are shots", shots_left_out, o.normal);
+  if (scores.empty())
+    throw InputError(shots_left_out > 0 && summary.failed.empty() ? o.normal + ": holds no normal images other than the shots"
+                                                                   : "no normal image could be scored (each was named above)");
 
   // 3. the threshold, added to the file
   ClassCalibration c = calibrate_from_normal(scores, map_min, o.max_false_alarm);

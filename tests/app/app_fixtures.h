@@ -6,9 +6,15 @@
 #include <string>
 #include <vector>
 
+#include <opencv2/core.hpp>
+
 #include "anomalysd/metrics/results.h"
 
 namespace anomalysd::test {
+
+// A smooth random RGB image (a 4×4 grid of values in [0.2, 0.8] bilinearly enlarged) of h × w,
+// as `type` (8- or 16-bit; 1, 3 or 4 channels): what the command tests feed `infer`.
+cv::Mat smooth_image(int h, int w, int seed, int type = CV_8UC3);
 
 // Writes alexnet / lpips / efficientnet_b0 random weights into `dir` and returns the --set
 // overrides that point the config at them (plus small, fast inference settings at 32²).

@@ -21,19 +21,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-cv::Mat smooth_image(int h, int w, int seed, int type = CV_8UC3) {
-  cv::RNG rng(seed);
-  cv::Mat small(4, 4, CV_32FC3);
-  rng.fill(small, cv::RNG::UNIFORM, 0.2, 0.8);
-  cv::Mat big;
-  cv::resize(small, big, cv::Size(w, h), 0, 0, cv::INTER_LINEAR);
-  cv::Mat out;
-  const double scale = CV_MAT_DEPTH(type) == CV_16U ? 65535.0 : 255.0;
-  big.convertTo(out, CV_MAT_DEPTH(type), scale);
-  if (CV_MAT_CN(type) == 1) cv::cvtColor(out, out, cv::COLOR_BGR2GRAY);
-  if (CV_MAT_CN(type) == 4) cv::cvtColor(out, out, cv::COLOR_BGR2BGRA);
-  return out;
-}
+using test::smooth_image;
 
 TEST(Infer, MixedFolderWritesEveryReadableImageAndNamesTheFailures) {
   ANOMALYSD_REQUIRE_FIXTURES(fixtures);

@@ -33,17 +33,22 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-// A smooth textured 32×32 image; `defect` paints a bright square.
+// A smooth textured image (test::smooth_image); `defect` paints a bright square.
 cv::Mat part_image(int seed, bool defect = false, int size = 32) {
-  cv::RNG rng(seed);
-  cv::Mat small(4, 4, CV_32FC3);
-  rng.fill(small, cv::RNG::UNIFORM, 0.3, 0.6);
-  cv::Mat big;
-  cv::resize(small, big, cv::Size(size, size), 0, 0, cv::INTER_LINEAR);
-  cv::Mat out;
-  big.convertTo(out, CV_8UC3, 255.0);
+  cv::Mat out = test::smooth_image(size, size, seed);
   if (defect) cv::rectangle(out, cv::Rect(size / 3, size / 3, size / 4, size / 4), cv::Scalar(255, 255, 255), cv::FILLED);
   return out;
+}
+
+// The options of a small `infer` run of class "part" on the tiny pipeline.
+InferOptions part_run(const std::vector<std::string>& overrides, const std::string& model, const fs::path& input, const fs::path& output) {
+  InferOptions o;
+  o.overrides = overrides;
+  o.model = model;
+  o.cls = "part";
+  o.input = input.string();
+  o.output = output.string();
+  return o;
 }
 
 std::string cli_args(const std::vector<std::string>& overrides) {
@@ -107,15 +112,10 @@ TEST(Inspection, KilledMidRunThenRerunScoresEveryImageOnceAsAnUninterruptedRun) 
   cv::imwrite((shots / "good.png").string(), part_image(7));
   const std::string model = (fixtures / "pipeline_sd2_inpaint_tiny").string();
 
-  InferOptions o;
-  o.overrides = overrides;
-  o.model = model;
-  o.cls = "part";
-  o.input = in.string();
+  InferOptions o = part_run(overrides, model, in, tmp.path() / "whole");
   o.shots = shots.string();
   o.recursive = true;
   o.threshold = 0.5;
-  o.output = (tmp.path() / "whole").string();
   ASSERT_EQ(run_infer(o).images, 10);
   const auto whole = scores_by_path(o.output);
   ASSERT_EQ(whole.size(), 10u);
@@ -218,16 +218,11 @@ TEST(Inspection, WatchTakesEachNewFileOnceSlowAndCorruptOnesIncludedAndStopsOnSi
   // The slow file was read whole: its score is the batch run's on the complete image.
   fs::create_directories(tmp.path() / "batch");
   fs::copy_file(tmp.path() / "slow.png", tmp.path() / "batch/slow.png");
-  InferOptions o;
-  o.overrides = overrides;
-  o.model = model;
-  o.cls = "part";
+  InferOptions o = part_run(overrides, model, tmp.path() / "batch", tmp.path() / "batch_out");
   o.threshold = 0.5;
-  o.input = (tmp.path() / "batch").string();
-  o.output = (tmp.path() / "batch_out").string();
   run_infer(o);
   EXPECT_EQ(scores_by_path(out).at("slow.png"), scores_by_path(o.output).at("slow.png"));
-  EXPECT_EQ(records(out)[0].contains("label") && records(out)[1].contains("label"), true);
+  for (const auto& j : records(out)) EXPECT_TRUE(j.contains("label") && j.contains("mask")) << j;
 }
 
 TEST(Inspection, WatchedFolderThatDisappearsIsAClearErrorAndKeepsTheResults) {
@@ -271,18 +266,21 @@ TEST(Inspection, CalibrateFromNormalShotsThenInferAppliesItAndRefusesAnotherRun)
   EXPECT_EQ(s.calibration.normal_images, 4);
   EXPECT_EQ(s.calibration.false_alarms, 0);
   EXPECT_GT(s.calibration.image.threshold, s.calibration.normal_scores.max);  // a 0 % target: above every normal score
+  // From a folder of further normal images, one of them a shot (left out: scored against its own bank).
+  const fs::path normal = tmp.path() / "normal";
+  fs::create_directories(normal);
+  for (int i = 0; i < 3; ++i) cv::imwrite((normal / ("n" + std::to_string(i) + ".png")).string(), part_image(50 + i));
+  fs::copy_file(shots / "s0.png", normal / "copy_of_a_shot.png");
   c.cls = "other";
-  run_calibrate(c);  // added to the same file
+  c.normal = normal.string();
+  const CalibrateSummary from_folder = run_calibrate(c);  // added to the same file
+  EXPECT_FALSE(from_folder.leave_one_out);
+  EXPECT_EQ(from_folder.calibration.normal_images, 3);
   EXPECT_EQ(Calibration::load(file.string()).classes.size(), 2u);
 
-  InferOptions o;
-  o.overrides = overrides;
-  o.model = model;
-  o.cls = "part";
-  o.input = test_dir.string();
+  InferOptions o = part_run(overrides, model, test_dir, tmp.path() / "out");
   o.shots = shots.string();
   o.calibration = file.string();
-  o.output = (tmp.path() / "out").string();
   const InferSummary r = run_infer(o);
   EXPECT_EQ(r.images, 6);
   const float cut = static_cast<float>(s.calibration.image.threshold);
