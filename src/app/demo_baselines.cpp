@@ -10,7 +10,7 @@
 #include "anomalysd/app/method.h"
 #include "anomalysd/data/dataset.h"
 #include "anomalysd/data/image_io.h"
-#include "anomalysd/metrics/eval_maps.h"
+#include "anomalysd/app/eval_maps.h"
 
 namespace anomalysd {
 

@@ -27,7 +27,7 @@
 #include "anomalysd/io/json_file.h"
 #include "anomalysd/io/tensor_io.h"
 #include "anomalysd/models/weights.h"
-#include "anomalysd/metrics/eval_maps.h"
+#include "anomalysd/app/eval_maps.h"
 #include "anomalysd/models/clip_text.h"
 #include "anomalysd/tools/components.h"
 #include "anomalysd/train/optim.h"

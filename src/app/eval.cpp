@@ -20,7 +20,7 @@
 #include "anomalysd/io/errors.h"
 #include "anomalysd/io/json_file.h"
 #include "anomalysd/util/hash.h"
-#include "anomalysd/metrics/eval_maps.h"
+#include "anomalysd/app/eval_maps.h"
 #include "anomalysd/util/progress.h"
 #include "anomalysd/core/version.h"
 

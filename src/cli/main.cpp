@@ -27,7 +27,7 @@
 #include "anomalysd/io/inspect.h"
 #include "anomalysd/io/safetensors.h"
 #include "anomalysd/io/tensor_io.h"
-#include "anomalysd/metrics/eval_maps.h"
+#include "anomalysd/app/eval_maps.h"
 #include "anomalysd/models/attention_kernels.h"
 #include "anomalysd/metrics/results.h"
 #include "anomalysd/tools/components.h"
@@ -113,7 +113,8 @@ int run_bench(const BenchOptions& o) {
               o.dtype.c_str(), bf16.empty() ? "emulated" : bf16.c_str());
   std::printf("%-11s %5s %12s %14s %12s %s\n", "component", "batch", "median s", "s per sample", "peak RSS GiB", "runs (s)");
   for (const int64_t batch : o.batches) {
-    const auto f = anomalysd::bench_component(o.component, o.config, batch, o.repeats, o.size, o.profile, o.dtype);
+    const auto f = o.component == "eval-maps" ? anomalysd::bench_eval_maps(batch, o.size > 0 ? o.size : 512, o.repeats)
+                                              : anomalysd::bench_component(o.component, o.config, batch, o.repeats, o.size, o.profile, o.dtype);
     std::string runs;
     for (double s : f.seconds) runs += (runs.empty() ? "" : " ") + std::to_string(s).substr(0, 6);
     std::printf("%-11s %5lld %12.2f %14.2f %12.2f %s\n", f.what.c_str(), static_cast<long long>(f.batch), f.median_s,
@@ -261,7 +262,9 @@ int main(int argc, char** argv) {
   bool show_version = false;
   std::string log_level = "info";
   app.add_flag("--version", show_version, "Print versions (anomalysd, LibTorch, BLAS, CUDA) and exit");
-  app.add_option("--log-level", log_level, "trace | debug | info | warn | error | off")->capture_default_str();
+  app.add_option("--log-level", log_level, "trace | debug | info | warn | error | off")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}))
+      ->capture_default_str();
 
   InspectOptions inspect;
   CLI::App* inspect_cmd = app.add_subcommand("inspect", "List the tensors and metadata of a safetensors file");

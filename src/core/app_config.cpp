@@ -69,7 +69,8 @@ FeaturesConfig FeaturesConfig::from_config(ConfigSection& s) {
   return c;
 }
 
-AugmentConfig AugmentConfig::from_config(ConfigSection& s) {
+// `train.augment:`
+static AugmentConfig augment_config_from(ConfigSection& s) {
   AugmentConfig c;
   c.brightness = s.get_double("brightness", c.brightness, 0.0, 1.0);
   c.contrast = s.get_double("contrast", c.contrast, 0.0, 1.0);
@@ -105,7 +106,7 @@ TrainConfig TrainConfig::from_config(ConfigSection& s) {
   c.keep = s.get_int("keep", c.keep, 1, 1000);
   c.log_every = s.get_int("log_every", c.log_every, 1, kMaxInt);
   ConfigSection augment = s.section("augment");
-  c.augment = AugmentConfig::from_config(augment);
+  c.augment = augment_config_from(augment);
   s.finish();
   return c;
 }

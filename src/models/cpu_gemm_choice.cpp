@@ -15,7 +15,7 @@
 #include "anomalysd/io/errors.h"
 #include "anomalysd/io/json_file.h"
 #include "anomalysd/models/cpu_gemm.h"
-#include "anomalysd/core/version.h"
+#include "anomalysd/util/blas_probe.h"
 
 namespace anomalysd {
 

@@ -20,7 +20,7 @@
 #include "anomalysd/data/image_io.h"
 #include "anomalysd/io/errors.h"
 #include "anomalysd/io/json_file.h"
-#include "anomalysd/metrics/eval_maps.h"
+#include "anomalysd/app/eval_maps.h"
 #include "app/app_fixtures.h"
 #include "test_support.h"
 

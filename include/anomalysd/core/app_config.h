@@ -10,6 +10,7 @@
 
 #include "anomalysd/core/distributed_config.h"
 #include "anomalysd/core/runtime.h"
+#include "anomalysd/train/augment_config.h"
 
 namespace anomalysd {
 
@@ -52,17 +53,6 @@ struct FeaturesConfig {
   std::vector<double> rotations{0, 90, 180, 270};  // bank augmentation (eq. 13)
 
   static FeaturesConfig from_config(ConfigSection& section);
-};
-
-// `train.augment:` — §5.1's augmentations of the few shots.
-struct AugmentConfig {
-  double brightness = 0.1;            // ± additive, images in [0, 1]
-  double contrast = 0.1;              // ± relative
-  std::vector<double> scale{0.9, 1.1};  // [min, max] zoom
-  double rotation = 10.0;             // ± degrees
-  double probability = 0.8;           // chance that a sample is augmented at all
-
-  static AugmentConfig from_config(ConfigSection& section);
 };
 
 // `train:` — fine-tuning (§4.1, §5.1).

@@ -11,7 +11,4 @@ std::string libtorch_version();  // "1.13.0"
 // actually loaded (Debian's LibTorch uses whichever libblas.so.3 is selected), threads, CUDA.
 std::string version_report();
 
-// Path of the loaded BLAS library (resolved symlinks) and its self-description, or "" if none found.
-std::string loaded_blas();
-
 }  // namespace anomalysd

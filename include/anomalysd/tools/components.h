@@ -4,6 +4,7 @@
 #pragma once
 
 #include <map>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -62,6 +63,8 @@ BenchFigures bench_component(const std::string& component, const std::string& co
                              int64_t size = 0, bool profile = false, const std::string& dtype = "float32");
 
 double peak_rss_gib();
+// Times `repeats` runs of `run` into `f`: each run's seconds, their median and the peak RSS so far.
+void time_runs(BenchFigures& f, const std::function<void()>& run, int64_t repeats);
 
 // `anomalysd init-weights`: seeded random weights of the real architectures, in the files that
 // scripts/convert_torchvision_weights.py writes (torchvision / LPIPS key names), for tests and

@@ -14,7 +14,7 @@
 #include <opencv2/core.hpp>
 #include <torch/torch.h>
 
-#include "anomalysd/core/app_config.h"
+#include "anomalysd/train/augment_config.h"
 
 namespace anomalysd {
 

@@ -9,7 +9,7 @@
 #include "anomalysd/data/dataset.h"
 #include "anomalysd/data/image_io.h"
 #include "anomalysd/io/errors.h"
-#include "anomalysd/metrics/eval_maps.h"
+#include "anomalysd/app/eval_maps.h"
 #include "anomalysd/metrics/results.h"
 #include "data/tree_builder.h"
 #include "test_support.h"

@@ -1,4 +1,4 @@
-#include "anomalysd/metrics/eval_maps.h"
+#include "anomalysd/app/eval_maps.h"
 
 #include <chrono>
 #include <filesystem>

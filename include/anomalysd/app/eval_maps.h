@@ -34,4 +34,11 @@ struct EvalMapsOptions {
 
 RunResults evaluate_maps(const EvalMapsOptions& options);
 
+struct BenchFigures;  // tools/components.h
+
+// `bench eval-maps`: a synthetic class of `images` test images at size² (~30 % anomalous, three
+// rectangular regions each; maps = mask + noise) written in the MVTec layout, then evaluate_maps
+// timed `repeats` times.
+BenchFigures bench_eval_maps(int64_t images, int64_t size, int64_t repeats);
+
 }  // namespace anomalysd
