@@ -3,40 +3,52 @@
 #include "anomalysd/anomaly/prototype.h"
 #include "anomalysd/anomaly/scores.h"
 #include "anomalysd/io/errors.h"
+#include "anomalysd/util/hash.h"
 
 namespace anomalysd {
 
-namespace {
-
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
-
-}  // namespace
-
 uint64_t noise_seed(uint64_t run_seed, uint64_t image_identity) { return splitmix64(run_seed ^ splitmix64(image_identity)); }
 
-torch::Tensor PairDistance::distance(const torch::Tensor& x_hat) {
-  return fn_(x_.expand({x_hat.size(0), x_.size(1), x_.size(2), x_.size(3)}), x_hat);
-}
-
-AnomalyDetector::AnomalyDetector(Inpainter& inpainter, std::shared_ptr<ImageDistance> distance, DetectorSettings settings)
-    : inpainter_(inpainter), distance_(std::move(distance)), settings_(std::move(settings)) {
+AnomalyDetector::AnomalyDetector(Inpainter& inpainter, std::shared_ptr<ImageDistance> distance, InferenceSettings settings,
+                                 PrototypeFeatures prototype)
+    : inpainter_(inpainter), distance_(std::move(distance)), settings_(std::move(settings)), prototype_(std::move(prototype)) {
   if (!settings_.multiscale && !settings_.prototype_mask)
     throw InputError("detector: multi-scale and prototype masks are both off: nothing to inpaint");
   if (settings_.multiscale && settings_.scales.empty()) throw InputError("detector: multi-scale masks need at least one scale");
+  packing_ = parse_mask_packing(settings_.mask_packing);
 }
 
-AnomalyDetector::AnomalyDetector(Inpainter& inpainter, DistanceFn distance, DetectorSettings settings)
-    : AnomalyDetector(inpainter, std::make_shared<PairDistance>(std::move(distance)), std::move(settings)) {}
+AnomalyDetector::AnomalyDetector(Inpainter& inpainter, DistanceFn distance, InferenceSettings settings, PrototypeFeatures prototype)
+    : AnomalyDetector(inpainter, std::make_shared<PairDistance>(std::move(distance)), std::move(settings), std::move(prototype)) {}
+
+torch::Tensor AnomalyDetector::prototype_bank(const torch::Tensor& shots) const {
+  torch::NoGradGuard no_grad;
+  if (!prototype_.network) throw std::logic_error("detector: no prototype feature network");
+  EfficientNet network = prototype_.network;
+  const torch::Device device = network->parameters().front().device();
+  return build_prototype_bank(network, shots.to(device, torch::kFloat), prototype_.options);
+}
+
+void AnomalyDetector::set_class(ClassContext context) {
+  inpainter_.set_class(context.conditioning, context.strength);
+  bank_ = context.prototype_bank;
+}
+
+Detection AnomalyDetector::detect(const torch::Tensor& image, uint64_t seed) {
+  torch::NoGradGuard no_grad;
+  torch::Tensor error;
+  if (bank_.defined() && settings_.prototype_mask) {
+    if (!prototype_.network) throw std::logic_error("detector: a prototype bank without its feature network");
+    EfficientNet network = prototype_.network;
+    error = prototype_error(network, image, bank_, prototype_.options);  // eq. (14)
+  }
+  return detect(image, seed, error);
+}
 
 const MaskSet& AnomalyDetector::grid_masks_for(int64_t height, int64_t width) {
   auto it = mask_cache_.find({height, width});
   if (it == mask_cache_.end()) {
-    MaskSet set = multiscale_masks(height, width, settings_.scales, inpainter_.alignment(), settings_.packing);
+    MaskSet set = multiscale_masks(height, width, settings_.scales, inpainter_.alignment(), packing_);
     set.masks = set.masks.to(inpainter_.device());  // uploaded once per size, not per image
     it = mask_cache_.emplace(std::make_pair(height, width), std::move(set)).first;
   }
@@ -82,7 +94,7 @@ Detection AnomalyDetector::detect(const torch::Tensor& image, uint64_t seed, con
   const int64_t scales = static_cast<int64_t>(settings_.scales.size());
   std::vector<torch::Tensor> scale_maps(settings_.multiscale ? scales : 0);
   for (auto& s : scale_maps) s = torch::zeros({height, width}, f32);
-  std::vector<torch::Tensor> composites(settings_.keep_inpainted ? scale_maps.size() : 0);
+  std::vector<torch::Tensor> composites(settings_.save_inpainted ? scale_maps.size() : 0);
   for (auto& c : composites) c = torch::zeros({3, height, width}, f32);
   torch::Tensor s_pg = torch::zeros({height, width}, f32), prototype_inpainted;
   const int64_t calls_before = inpainter_.unet_calls();
@@ -103,7 +115,7 @@ Detection AnomalyDetector::detect(const torch::Tensor& image, uint64_t seed, con
       const torch::Tensor mi = m[i];  // [1, H, W]
       if (o >= 0) {
         scale_maps[o].add_(mi[0] * d[i][0]);  // eq. (18)
-        if (settings_.keep_inpainted) composites[o].add_(mi * x_hat[i]);
+        if (settings_.save_inpainted) composites[o].add_(mi * x_hat[i]);
       } else {
         s_pg = mi[0] * d[i][0];  // eq. (20)
         prototype_inpainted = x_hat[i];
@@ -129,7 +141,7 @@ Detection AnomalyDetector::detect(const torch::Tensor& image, uint64_t seed, con
   for (const auto& s : scale_maps) out.scale_maps.push_back(to_host(s));
   if (!torch::isfinite(out.map).all().item<bool>()) throw InputError("detector: the anomaly map holds NaN or Inf (check the model's weights)");
   out.score = image_score(out.map);
-  if (settings_.keep_inpainted) {
+  if (settings_.save_inpainted) {
     for (const auto& c : composites) out.inpainted.push_back(to_host(c));
     if (prototype_inpainted.defined()) out.inpainted.push_back(to_host(prototype_inpainted));
   }

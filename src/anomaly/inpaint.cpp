@@ -78,30 +78,34 @@ void check_inpainting_pipeline(const SdPipeline& pipe) {
                                               " input channels: AnomalySD needs an inpainting UNet (9)");
 }
 
-// The last ⌊steps·λ⌋ timesteps of the DDIM schedule (start at λ·T, §4.2); an error when none runs.
-std::vector<int64_t> timesteps_to_run(SdPipeline& pipe, const InpaintSettings& s) {
-  pipe.scheduler.set_timesteps(s.steps);
-  std::vector<int64_t> timesteps = pipe.scheduler.timesteps_for_strength(s.strength);
-  if (timesteps.empty())
-    throw InputError("strength " + std::to_string(s.strength) + " with " + std::to_string(s.steps) +
-                     " steps runs no denoising step (floor(steps x strength) = 0): raise inference.strength or inference.steps");
-  return timesteps;
-}
-
 }  // namespace
 
+DenoisingSchedule denoising_schedule(const SdPipeline& pipe, int64_t steps, double strength, double guidance_scale) {
+  DenoisingSchedule s;
+  s.scheduler = pipe.scheduler;
+  s.scheduler.set_timesteps(steps);
+  // Deviation from the paper's wording, kept for diffusers parity: the strength rule starts at the
+  // schedule's timestep ⌊λ·steps⌋ steps from the end, t = 381 for λ = 0.4 at 50 steps, not λ·T = 400.
+  s.timesteps = s.scheduler.timesteps_for_strength(strength);
+  s.strength = strength;
+  s.guidance_scale = guidance_scale;
+  if (s.timesteps.empty())
+    throw InputError("strength " + std::to_string(strength) + " with " + std::to_string(steps) +
+                     " steps runs no denoising step (floor(steps x strength) = 0): raise inference.strength or inference.steps");
+  return s;
+}
+
 InpaintResult inpaint(SdPipeline& pipe, const torch::Tensor& image, const torch::Tensor& image_latent, const torch::Tensor& masks,
-                      const torch::Tensor& noise, const PromptConditioning& conditioning, const InpaintSettings& s) {
+                      const torch::Tensor& noise, const PromptConditioning& conditioning, const DenoisingSchedule& schedule) {
   torch::NoGradGuard no_grad;
   check_inpainting_pipeline(pipe);
   check_inpaint_size(pipe, image.size(2), image.size(3));
-  timesteps_to_run(pipe, s);  // fail before any encoding
   // 2. per mask: [m↓; z°]
-  return inpaint_from_condition(pipe, image_latent, inpaint_condition(pipe, image, masks), noise, conditioning, s);
+  return inpaint_from_condition(pipe, image_latent, inpaint_condition(pipe, image, masks), noise, conditioning, schedule);
 }
 
 InpaintResult inpaint_from_condition(SdPipeline& pipe, const torch::Tensor& image_latent, const torch::Tensor& condition,
-                                     const torch::Tensor& noise, const PromptConditioning& conditioning, const InpaintSettings& s) {
+                                     const torch::Tensor& noise, const PromptConditioning& conditioning, const DenoisingSchedule& s) {
   torch::NoGradGuard no_grad;
   check_inpainting_pipeline(pipe);
   const torch::Tensor& w = unet_weight(pipe);
@@ -112,10 +116,9 @@ InpaintResult inpaint_from_condition(SdPipeline& pipe, const torch::Tensor& imag
   if (guided && (!conditioning.uncond.defined() || conditioning.uncond.sizes() != conditioning.cond.sizes()))
     throw ShapeError("inpaint: guidance_scale > 1 needs the negative prompt's embedding, shaped like the prompt's");
 
-  // 1. timesteps: the last ⌊steps·λ⌋ of the DDIM schedule (start at λ·T, §4.2). Deviation from
-  //    the paper's wording, kept for diffusers parity: the strength rule starts at the schedule's
-  //    timestep ⌊λ·50⌋ steps from the end, t = 381 for λ = 0.4 at 50 steps, not λ·T = 400.
-  const std::vector<int64_t> timesteps = timesteps_to_run(pipe, s);
+  // 1. timesteps: the last ⌊steps·λ⌋ of the DDIM schedule (start at λ·T, §4.2), from denoising_schedule()
+  const std::vector<int64_t>& timesteps = s.timesteps;
+  if (timesteps.empty()) throw std::logic_error("inpaint: an empty schedule (use denoising_schedule())");
 
   // 3. start latent z_T̃ (eq. 7 at t_start; pure noise at strength 1). One start noise per image,
   //    shared by every mask (the paper does not say; a per-mask noise would add variance between
@@ -123,7 +126,7 @@ InpaintResult inpaint_from_condition(SdPipeline& pipe, const torch::Tensor& imag
   const torch::Tensor eps = noise.to(w.device(), w.scalar_type());
   torch::Tensor z = s.strength >= 1.0
                         ? eps * 1.0  // DDIM's init_noise_sigma is 1
-                        : pipe.scheduler.add_noise(image_latent.to(w.device(), w.scalar_type()), eps,
+                        : s.scheduler.add_noise(image_latent.to(w.device(), w.scalar_type()), eps,
                                                    torch::full({1}, timesteps.front(), torch::kLong));
   z = z.expand({m, z.size(1), z.size(2), z.size(3)}).contiguous();
 
@@ -143,7 +146,7 @@ InpaintResult inpaint_from_condition(SdPipeline& pipe, const torch::Tensor& imag
       ++result.unet_calls;
       eps_hat = eps_uncond + s.guidance_scale * (eps_hat - eps_uncond);
     }
-    z = pipe.scheduler.step(eps_hat, t, z).prev_sample;
+    z = s.scheduler.step(eps_hat, t, z).prev_sample;
   }
   // 5. decode
   result.latents = z;
@@ -157,10 +160,20 @@ torch::Tensor start_noise(uint64_t seed, int64_t channels, int64_t height, int64
 }
 
 // ---------------------------------------------------------------------------------------------
-SdInpainter::SdInpainter(SdPipeline& pipe, InpaintSettings settings) : pipe_(pipe), settings_(settings) {}
+SdInpainter::SdInpainter(SdPipeline& pipe, int64_t steps, double guidance_scale) : pipe_(pipe), steps_(steps) {
+  check_inpainting_pipeline(pipe_);
+  schedule_.guidance_scale = guidance_scale;
+}
+
+void SdInpainter::set_class(const PromptConditioning& conditioning, double strength) {
+  schedule_ = denoising_schedule(pipe_, steps_, strength, schedule_.guidance_scale);
+  conditioning_ = conditioning;
+  class_set_ = true;
+}
 
 void SdInpainter::begin_image(const torch::Tensor& image, uint64_t seed) {
   torch::NoGradGuard no_grad;
+  if (!class_set_) throw std::logic_error("SdInpainter: set_class() first");
   check_inpaint_size(pipe_, image.size(2), image.size(3));
   const torch::Tensor& w = unet_weight(pipe_);
   // On CUDA the upload goes through pinned (page-locked) memory, asynchronously.
@@ -176,43 +189,30 @@ torch::Device SdInpainter::device() const { return pipe_.unet->conv_in->weight.d
 torch::Tensor SdInpainter::inpaint(const torch::Tensor& masks) {
   torch::NoGradGuard no_grad;
   if (!image_.defined()) throw std::logic_error("SdInpainter: begin_image() first");
-  check_inpainting_pipeline(pipe_);
-  timesteps_to_run(pipe_, settings_);
-  std::vector<torch::Tensor> images, latents;
-  const int64_t n = masks.size(0), batch = std::max<int64_t>(1, settings_.mask_batch);
-  const int64_t height = image_.size(2), width = image_.size(3);
-  for (int64_t start = 0; start < n; start += batch) {
-    const torch::Tensor part = masks.narrow(0, start, std::min(batch, n - start)).to(image_.device());
-    // [m↓; z°] per mask; the full mask's z° = E(0)·sf does not depend on the image: encoded once.
-    const torch::Tensor full = (part >= 0.5).flatten(1).all(1).cpu();
-    std::vector<int64_t> partial;
-    for (int64_t i = 0; i < part.size(0); ++i)
-      if (!full[i].item<bool>()) partial.push_back(i);
-    torch::Tensor condition;
-    if (static_cast<int64_t>(partial.size()) == part.size(0)) {
-      condition = inpaint_condition(pipe_, image_, part);
-      masked_encodes_ += part.size(0);
-    } else {
-      auto cached = full_mask_latent_.find({height, width});
-      if (cached == full_mask_latent_.end()) {
-        cached = full_mask_latent_.emplace(std::make_pair(height, width),
-                                           inpaint_condition(pipe_, image_, torch::ones({1, 1, height, width}, image_.options()))).first;
-        ++masked_encodes_;
-      }
-      condition = cached->second.expand({part.size(0), -1, -1, -1}).clone();
-      if (!partial.empty()) {
-        const torch::Tensor index = torch::tensor(partial, torch::kLong).to(image_.device());
-        condition.index_copy_(0, index, inpaint_condition(pipe_, image_, part.index_select(0, index)));
-        masked_encodes_ += static_cast<int64_t>(partial.size());
-      }
+  const torch::Tensor batch = masks.to(image_.device());
+  const int64_t n = batch.size(0), height = image_.size(2), width = image_.size(3);
+  // [m↓; z°] per mask; the full mask's z° = E(0)·sf does not depend on the image: encoded once.
+  const torch::Tensor full = (batch >= 0.5).flatten(1).all(1).cpu();
+  std::vector<int64_t> partial;
+  for (int64_t i = 0; i < n; ++i)
+    if (!full[i].item<bool>()) partial.push_back(i);
+  torch::Tensor condition;
+  if (static_cast<int64_t>(partial.size()) == n) {
+    condition = inpaint_condition(pipe_, image_, batch);
+  } else {
+    auto cached = full_mask_latent_.find({height, width});
+    if (cached == full_mask_latent_.end())
+      cached = full_mask_latent_.emplace(std::make_pair(height, width),
+                                         inpaint_condition(pipe_, image_, torch::ones({1, 1, height, width}, image_.options()))).first;
+    condition = cached->second.expand({n, -1, -1, -1}).clone();
+    if (!partial.empty()) {
+      const torch::Tensor index = torch::tensor(partial, torch::kLong).to(image_.device());
+      condition.index_copy_(0, index, inpaint_condition(pipe_, image_, batch.index_select(0, index)));
     }
-    const InpaintResult r = inpaint_from_condition(pipe_, image_latent_, condition, noise_, conditioning_, settings_);
-    unet_calls_ += r.unet_calls;
-    images.push_back(r.images);
-    latents.push_back(r.latents);
   }
-  last_latents_ = torch::cat(latents, 0);
-  return torch::cat(images, 0);
+  const InpaintResult r = inpaint_from_condition(pipe_, image_latent_, condition, noise_, conditioning_, schedule_);
+  unet_calls_ += r.unet_calls;
+  return r.images;
 }
 
 }  // namespace anomalysd

@@ -26,8 +26,7 @@ CalibrateSummary run_calibrate(const CalibrateOptions& o) {
   if (o.output.empty()) throw InputError("--output is required (the calibration file to write or add to)");
   if (o.shots.empty()) throw InputError("--shots is required: the normal shots that infer will use (they build the prototype bank)");
   if (!(o.max_false_alarm >= 0.0 && o.max_false_alarm < 1.0)) throw InputError("--max-false-alarm must be in [0, 1), e.g. 0.01");
-  const std::string model_dir = o.model.empty() ? config.model.path : o.model;
-  if (model_dir.empty()) throw InputError("no model: give --model DIR or set model.path");
+  const std::string model_dir = model_dir_of(config, o.model);
   const std::vector<std::string> shots = list_images(o.shots);
   if (shots.empty()) throw FormatError(o.shots, "holds no shot images");
   const nlohmann::json identity = calibration_identity(config, model_dir);

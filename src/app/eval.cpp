@@ -200,8 +200,7 @@ EvalSummary run_eval_here(const EvalOptions& o) {
   if (o.output.empty()) throw InputError("--output is required");
   if (o.shard_count < 1 || o.shard_index < 0 || o.shard_index >= o.shard_count) throw InputError("--shard: expected I/N with 0 <= I < N");
   const Dataset dataset = load_dataset(o.dataset, o.root, o.classes);
-  const std::string model_dir = o.model.empty() ? config.model.path : o.model;
-  if (model_dir.empty()) throw InputError("no model: give --model DIR or set model.path");
+  const std::string model_dir = model_dir_of(config, o.model);
 
   // 1. shots: sampled with the run's seed, or the record given (finetune's, or another run's)
   ShotSelection shots;

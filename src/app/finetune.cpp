@@ -33,6 +33,7 @@
 #include "anomalysd/train/training_data.h"
 #include "anomalysd/util/progress.h"
 #include "anomalysd/core/version.h"
+#include "anomalysd/util/hash.h"
 
 namespace anomalysd {
 
@@ -42,15 +43,9 @@ namespace finetune_detail {
 
 namespace {
 
-uint64_t splitmix(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
 uint64_t mix(std::initializer_list<uint64_t> values) {
   uint64_t h = 0x243F6A8885A308D3ull;
-  for (uint64_t v : values) h = splitmix(h ^ v);
+  for (uint64_t v : values) h = splitmix64(h ^ v);
   return h;
 }
 
@@ -390,8 +385,7 @@ FinetuneSummary Trainer::run() {
   if (o_.shots < 1) throw InputError("finetune needs at least one shot per class (--shots K, K >= 1)");
   if (o_.output.empty()) throw InputError("--output is required");
   rt_ = apply_runtime(config_.runtime);
-  base_ = o_.model.empty() ? config_.model.path : o_.model;
-  if (base_.empty()) throw InputError("no base model: give --model DIR or set model.path");
+  base_ = model_dir_of(config_, o_.model);
   const Dataset dataset = load_dataset(o_.dataset, o_.root, o_.classes);
   const ShotSelection shots = sample_shots(dataset, o_.shots, static_cast<uint64_t>(config_.runtime.seed));
   shots_json_ = shots_to_json(shots, dataset.root);

@@ -473,8 +473,7 @@ InferSummary run_infer(const InferOptions& o) {
   };
 
   // 2. the decision, checked against this model, config and shots before anything is written
-  const std::string model_dir = o.model.empty() ? config.model.path : o.model;
-  if (model_dir.empty()) throw InputError("no model: give --model DIR or set model.path (a diffusers inpainting pipeline folder)");
+  const std::string model_dir = model_dir_of(config, o.model);
   const std::vector<std::string> shot_ids = image_set_identity(shots);
   const nlohmann::json calib_identity = calibration_identity(config, model_dir);
   const Decision decision = decide(o, calib_identity, shot_ids);

@@ -2,6 +2,7 @@
 
 #include <filesystem>
 
+#include "anomalysd/io/errors.h"
 #include "anomalysd_embedded_config.h"  // generated: kEmbeddedDefaultConfig
 
 namespace anomalysd {
@@ -27,13 +28,8 @@ ModelConfig ModelConfig::from_config(ConfigSection& section) {
   return c;
 }
 
-double InferenceConfig::strength_for(const std::string& cls) const {
-  const auto it = class_strength.find(cls);
-  return it == class_strength.end() ? strength : it->second;
-}
-
-InferenceConfig InferenceConfig::from_config(ConfigSection& s) {
-  InferenceConfig c;
+InferenceSettings inference_settings_from(ConfigSection& s) {
+  InferenceSettings c;
   c.steps = s.get_int("steps", c.steps, 1, 1000);
   c.strength = s.get_double("strength", c.strength, 0.0, 1.0);
   c.class_strength = s.get_double_map("class_strength", 0.0, 1.0);
@@ -128,7 +124,7 @@ AppConfig AppConfig::from_source(const ConfigSource& source) {
   c.resolution = root.get_int("resolution", c.resolution, 8, 8192);
   c.prompts = root.get_string_list("prompts", c.prompts);
   ConfigSection inference = root.section("inference");
-  c.inference = InferenceConfig::from_config(inference);
+  c.inference = inference_settings_from(inference);
   ConfigSection features = root.section("features");
   c.features = FeaturesConfig::from_config(features);
   ConfigSection train = root.section("train");
@@ -156,7 +152,7 @@ std::string AppConfig::to_yaml() const {
   out << YAML::Key << "resolution" << YAML::Value << resolution;
   emit_list(out, "prompts", prompts);
 
-  const InferenceConfig& i = inference;
+  const InferenceSettings& i = inference;
   out << YAML::Key << "inference" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "steps" << YAML::Value << i.steps;
   out << YAML::Key << "strength" << YAML::Value << i.strength;
@@ -172,6 +168,8 @@ std::string AppConfig::to_yaml() const {
   out << YAML::Key << "blur_sigma" << YAML::Value << i.blur_sigma;
   out << YAML::Key << "mask_batch" << YAML::Value << i.mask_batch;
   out << YAML::Key << "mask_packing" << YAML::Value << i.mask_packing;
+  // Part of every run's identity (run_identity.cpp): a config that left it out would resume maps of another distance.
+  out << YAML::Key << "distance_size" << YAML::Value << i.distance_size;
   out << YAML::Key << "save_inpainted" << YAML::Value << i.save_inpainted;
   out << YAML::EndMap;
 
@@ -238,6 +236,12 @@ AppConfig load_app_config(const std::string& path, const std::vector<std::string
                                      : load_config_file(path);
   apply_overrides(source, overrides);
   return AppConfig::from_source(source);
+}
+
+std::string model_dir_of(const AppConfig& config, const std::string& model_option) {
+  const std::string dir = model_option.empty() ? config.model.path : model_option;
+  if (dir.empty()) throw InputError("no model: give --model DIR or set model.path (a diffusers inpainting pipeline folder)");
+  return dir;
 }
 
 std::string resolve_config_path(const AppConfig& config, const std::string& path) {

@@ -9,6 +9,7 @@
 
 #include "anomalysd/data/image_io.h"
 #include "anomalysd/io/errors.h"
+#include "anomalysd/util/hash.h"
 
 namespace anomalysd {
 
@@ -16,17 +17,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-uint64_t splitmix(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
 
 uint64_t stream_seed(const std::string& cls, uint64_t seed, int64_t index, uint64_t salt) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : cls) h = (h ^ c) * 1099511628211ull;
-  return splitmix(splitmix(splitmix(h ^ seed) ^ static_cast<uint64_t>(index)) ^ salt);
+  return splitmix64(splitmix64(splitmix64(fnv1a(cls) ^ seed) ^ static_cast<uint64_t>(index)) ^ salt);
 }
 
 using Colour = cv::Vec3f;

@@ -111,14 +111,11 @@ std::map<std::string, torch::Tensor> run_forward(const ForwardRequest& r, const 
     PromptConditioning conditioning;
     conditioning.cond = encode_prompts(pipe, {r.texts[0]});
     if (r.guidance_scale > 1.0) conditioning.uncond = encode_prompts(pipe, {r.negative_text});
-    InpaintSettings settings;
-    settings.strength = r.strength;
-    settings.steps = r.steps;
-    settings.guidance_scale = r.guidance_scale;
+    const DenoisingSchedule schedule = denoising_schedule(pipe, r.steps, r.strength, r.guidance_scale);
     std::vector<torch::Tensor> latents, images;
     for (int64_t i = 0; i < b; ++i) {
       const torch::Tensor x = image.narrow(0, i, 1).to(rt.device, rt.dtype);
-      const InpaintResult res = inpaint(pipe, x, encode_latents(pipe, x), mask.narrow(0, i, 1), noise.narrow(0, i, 1), conditioning, settings);
+      const InpaintResult res = inpaint(pipe, x, encode_latents(pipe, x), mask.narrow(0, i, 1), noise.narrow(0, i, 1), conditioning, schedule);
       latents.push_back(res.latents);
       images.push_back(res.images);
     }

@@ -37,16 +37,12 @@ void check_inpaint_case(const fs::path& fixtures, const std::string& name) {
   std::ifstream in(fixtures / "inpaint_cases" / name / "case.json");
   const nlohmann::json c = nlohmann::json::parse(in);
   const auto io = load_all((fixtures / "inpaint_cases" / name / "case.safetensors").string());
-  InpaintSettings s;
-  s.strength = c["strength"];
-  s.steps = c["steps"];
-  s.guidance_scale = c["guidance"];
+  const DenoisingSchedule s = denoising_schedule(pipe, c["steps"].get<int64_t>(), c["strength"].get<double>(), c["guidance"].get<double>());
   PromptConditioning cond;
   cond.cond = encode_prompts(pipe, {c["prompt"].get<std::string>()});
   if (s.guidance_scale > 1) cond.uncond = encode_prompts(pipe, {c["negative"].get<std::string>()});
   // The timesteps diffusers ran.
-  pipe.scheduler.set_timesteps(s.steps);
-  EXPECT_EQ(pipe.scheduler.timesteps_for_strength(s.strength), c["timesteps_run"].get<std::vector<int64_t>>());
+  EXPECT_EQ(s.timesteps, c["timesteps_run"].get<std::vector<int64_t>>());
   const torch::Tensor& image = io.at("image");
   for (int64_t b = 0; b < image.size(0); ++b) {
     const torch::Tensor x = image.narrow(0, b, 1);
@@ -105,8 +101,7 @@ TEST(Inpaint, SD1PipelineAndNonSquareSizes) {
   masks[0].narrow(1, 8, 8).narrow(2, 8, 16).fill_(1);
   masks[1].fill_(1);
   PromptConditioning cond{encode_prompts(pipe, {"A perfect screw."}), {}};
-  InpaintSettings s;
-  s.steps = 10;
+  const DenoisingSchedule s = denoising_schedule(pipe, 10, 0.4);
   const InpaintResult r = inpaint(pipe, image, encode_latents(pipe, image), masks, start_noise(1, 4, 12, 20), cond, s);
   EXPECT_EQ(r.images.sizes(), (std::vector<int64_t>{2, 3, 24, 40}));
   EXPECT_TRUE(torch::isfinite(r.images).all().item<bool>());
@@ -124,12 +119,10 @@ TEST(Inpaint, StrengthThatRunsNoStepIsAnError) {
   ANOMALYSD_REQUIRE_FIXTURES(fixtures);
   torch::NoGradGuard no_grad;
   SdPipeline pipe = load_sd_pipeline((fixtures / "pipeline_sd2_inpaint_tiny").string());
-  InpaintSettings s;
-  s.steps = 4;
-  s.strength = 0.2;  // ⌊0.8⌋ = 0 steps
-  const torch::Tensor x = torch::rand({1, 3, 32, 32});
-  PromptConditioning cond{encode_prompts(pipe, {"x"}), {}};
-  EXPECT_THROW(inpaint(pipe, x, encode_latents(pipe, x), torch::ones({1, 1, 32, 32}), start_noise(0, 4, 16, 16), cond, s), InputError);
+  // ⌊4 · 0.2⌋ = 0 steps: an error when the schedule is made, before any image.
+  EXPECT_THROW(denoising_schedule(pipe, 4, 0.2), InputError);
+  SdInpainter inpainter(pipe, 4, 1.0);
+  EXPECT_THROW(inpainter.set_class({encode_prompts(pipe, {"x"}), {}}, 0.2), InputError);
 }
 
 TEST(Inpaint, AveragePromptEmbeddingIsTheMeanOfEachPrompts) {
@@ -260,7 +253,7 @@ TEST(Detector, OracleMapPeaksInsideThePlantedDefectAndSeparatesImages) {
     const int64_t r = 8 + 5 * i, c = 40 - 3 * i;  // the defect moves around
     if (defective) x.narrow(2, r, 8).narrow(3, c, 8).fill_(i % 4 == 1 ? 1.0f : 0.0f);
     OracleInpainter oracle(clean);
-    DetectorSettings s;
+    InferenceSettings s;
     s.scales = {1, 2, 4, 8};
     s.prototype_mask = false;
     AnomalyDetector detector(oracle, pixel_distance, s);
@@ -287,6 +280,7 @@ class KnownErrorInpainter : public Inpainter {
  public:
   void begin_image(const torch::Tensor& image, uint64_t) override { image_ = image; }
   torch::Tensor inpaint(const torch::Tensor& masks) override {
+    batches.push_back(masks.size(0));
     const int64_t h = image_.size(2), w = image_.size(3);
     std::vector<torch::Tensor> out;
     for (int64_t i = 0; i < masks.size(0); ++i) {
@@ -310,6 +304,7 @@ class KnownErrorInpainter : public Inpainter {
   }
   int64_t alignment() const override { return 4; }
   torch::Tensor image_;
+  std::vector<int64_t> batches;  // masks per inpaint() call
 };
 
 TEST(Detector, ScoresOfAnImperfectInpainterMatchEquations18To21ByHand) {
@@ -319,13 +314,14 @@ TEST(Detector, ScoresOfAnImperfectInpainterMatchEquations18To21ByHand) {
   torch::Tensor error = torch::full({4, 4}, 0.1f);
   error[0][0] = 5.0f;
   KnownErrorInpainter inpainter;
-  DetectorSettings s;
+  InferenceSettings s;
   s.scales = {1, 2};
   s.blur_sigma = 0;   // the map is S itself
   s.mask_batch = 2;   // batches that mix scales and the prototype mask: 1 + 4 + 1 masks in 3 calls
   s.alpha = 0.1;
   const Detection d = AnomalyDetector(inpainter, pixel_distance, s).detect(x, 0, error);
   ASSERT_EQ(d.masks, 6);
+  EXPECT_EQ(inpainter.batches, (std::vector<int64_t>{2, 2, 2}));  // the detector alone splits the masks
   ASSERT_EQ(d.scale_maps.size(), 2u);
   torch::Tensor expected_prototype = torch::zeros({16, 16});
   expected_prototype.narrow(0, 0, 4).narrow(1, 0, 4).fill_(1);
@@ -366,14 +362,14 @@ TEST(Detector, PrototypeMaskAloneAndFusion) {
   // A hand-made error map (eq. 14) that flags the defect's region on a 8×8 feature grid.
   torch::Tensor error = torch::rand({8, 8}) * 0.1;
   error.narrow(0, 2, 2).narrow(1, 2, 2).add_(5.0);
-  DetectorSettings only_pg;
+  InferenceSettings only_pg;
   only_pg.multiscale = false;
   const Detection pg = AnomalyDetector(oracle, pixel_distance, only_pg).detect(x, 0, error);
   EXPECT_EQ(pg.masks, 1);
   ASSERT_TRUE(pg.prototype_mask.defined());
   EXPECT_EQ(pg.prototype_mask.sum().item<double>(), 16.0 * 16.0);  // 2×2 feature cells × 8² px
   EXPECT_GT(pg.score, 0.0);
-  DetectorSettings both;
+  InferenceSettings both;
   both.scales = {1, 2};
   both.blur_sigma = 0;
   const Detection f = AnomalyDetector(oracle, pixel_distance, both).detect(x, 0, error);
@@ -410,6 +406,34 @@ TEST(Detector, PrototypeMaskOnAPlantedBlob) {
   EXPECT_LT(prototype_error(net, shot, bank, o).max().item<double>(), 1e-4 * error.max().item<double>());
 }
 
+TEST(Detector, TheClassBankGivesTheMapOfItsErrorMap) {
+  // set_class() with a prototype bank: detect() computes eq. (14)'s error map itself, and the map
+  // equals the one given that error map by hand.
+  torch::manual_seed(0);
+  EfficientNet net(EfficientNetConfig::b(0));
+  init_random_efficientnet(*net);
+  net->eval();
+  namespace F = torch::nn::functional;
+  const torch::Tensor shot = F::interpolate(textured(11), F::InterpolateFuncOptions().size(std::vector<int64_t>{128, 128}).mode(torch::kBilinear).align_corners(false));
+  torch::Tensor x = shot.clone();
+  x.narrow(2, 48, 24).narrow(3, 64, 24).fill_(1.0f);
+  OracleInpainter oracle(shot);
+  InferenceSettings s;
+  s.scales = {1, 2};
+  PrototypeFeatures features{net, PrototypeOptions{}};
+  AnomalyDetector detector(oracle, pixel_distance, s, features);
+  const torch::Tensor bank = detector.prototype_bank(shot);
+  EXPECT_TRUE(torch::equal(bank, build_prototype_bank(net, shot, features.options)));
+  detector.set_class({{}, bank, 0.4});
+  EXPECT_EQ(detector.bank_size(), bank.size(0));
+  const Detection own = detector.detect(x, 0);
+  const Detection given = detector.detect(x, 0, prototype_error(net, x, bank, features.options));
+  EXPECT_EQ(own.masks, 6);  // 1 + 4 grid masks and the prototype-guided one
+  EXPECT_TRUE(torch::equal(own.map, given.map));
+  detector.set_class({{}, {}, 0.4});  // 0 shots: S_ms alone
+  EXPECT_EQ(detector.detect(x, 0).masks, 5);
+}
+
 // --- 4b. half precision never gives NaN: the score maths run in float32 ---------------------
 
 TEST(HalfPrecision, LpipsNormalisationOfAnAllZeroPositionIsZeroNotNaN) {
@@ -443,15 +467,13 @@ TEST(HalfPrecision, NearestNeighbourDistanceKeepsItsDigitsForBfloat16Features) {
 TEST(Detector, SameSeedSameMapAndMaskBatchingDoesNotMatter) {
   ANOMALYSD_REQUIRE_FIXTURES(fixtures);
   SdPipeline pipe = load_sd_pipeline((fixtures / "pipeline_sd2_inpaint_tiny").string());
-  InpaintSettings is;
-  is.steps = 10;
+  pipe.scheduler.set_timesteps(7);  // the pipeline's own scheduler, which inpainting must leave alone
   torch::manual_seed(5);
   const torch::Tensor x = textured(3).narrow(2, 0, 32).narrow(3, 0, 32).contiguous();
   auto run = [&](int64_t batch, uint64_t seed) {
-    is.mask_batch = batch;
-    SdInpainter inpainter(pipe, is);
-    inpainter.set_conditioning({average_prompt_embedding(pipe, {"A perfect tile."}), {}});
-    DetectorSettings s;
+    SdInpainter inpainter(pipe, 10, 1.0);
+    inpainter.set_class({average_prompt_embedding(pipe, {"A perfect tile."}), {}}, 0.4);
+    InferenceSettings s;
     s.scales = {1, 2, 4};
     s.mask_batch = batch;
     AnomalyDetector detector(inpainter, pixel_distance, s);
@@ -464,6 +486,9 @@ TEST(Detector, SameSeedSameMapAndMaskBatchingDoesNotMatter) {
   // UNet calls = Σ over mask batches of the steps run: ⌈21/8⌉ · 4 and 21 · 4.
   EXPECT_EQ(a.unet_calls, 3 * 4);
   EXPECT_EQ(c.unet_calls, 21 * 4);
+  // The schedule is the inpainter's copy: the pipeline's scheduler keeps its 7 steps.
+  EXPECT_EQ(pipe.scheduler.num_inference_steps(), 7);
+  EXPECT_EQ(pipe.scheduler.timesteps().size(), 7u);
 }
 
 }  // namespace

@@ -1,3 +1,4 @@
+#include <algorithm>
 // Config binding: defaults, overrides, and errors that name file:line:col or the --set that
 // supplied the bad value.
 #include <cstdlib>
@@ -5,6 +6,7 @@
 #include <set>
 
 #include <gtest/gtest.h>
+#include <yaml-cpp/yaml.h>
 
 #include "anomalysd/core/app_config.h"
 #include "anomalysd/data/prompts.h"
@@ -185,6 +187,24 @@ TEST(MethodConfig, DefaultsAreThePapersSettings) {
   // The printed config reads back to the same values.
   const AppConfig again = AppConfig::from_source(parse_config_text(c.to_yaml(), "printed"));
   EXPECT_EQ(again.to_yaml(), c.to_yaml());
+}
+
+TEST(MethodConfig, InferenceDefaultsAreWrittenOnceAndTheDefaultFileRepeatsThem) {
+  // The compiled-in defaults (anomaly/inference_settings.h) and configs/default.yaml agree, and the
+  // file lists every key of the section (so the reader sees each default).
+  const std::string path = std::string(ANOMALYSD_SOURCE_DIR) + "/configs/default.yaml";
+  EXPECT_TRUE(load_app_config(path).inference == InferenceSettings{});
+  EXPECT_TRUE(load_app_config("").inference == InferenceSettings{});
+  std::vector<std::string> listed, bound;
+  for (const auto& kv : YAML::LoadFile(path)["inference"]) listed.push_back(kv.first.as<std::string>());
+  for (const auto& kv : YAML::Load(load_app_config("").to_yaml())["inference"]) bound.push_back(kv.first.as<std::string>());
+  std::sort(listed.begin(), listed.end());
+  std::sort(bound.begin(), bound.end());
+  EXPECT_EQ(listed, bound);
+  // Any field differs: the comparison sees it.
+  InferenceSettings other;
+  other.mask_batch = 4;
+  EXPECT_FALSE(other == InferenceSettings{});
 }
 
 TEST(MethodConfig, PerClassStrengthAndItsErrors) {

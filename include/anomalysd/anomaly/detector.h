@@ -7,7 +7,6 @@
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <map>
 #include <memory>
 #include <utility>
@@ -15,47 +14,25 @@
 
 #include <torch/torch.h>
 
+#include "anomalysd/anomaly/distance.h"
+#include "anomalysd/anomaly/inference_settings.h"
 #include "anomalysd/anomaly/inpaint.h"
 #include "anomalysd/anomaly/masks.h"
+#include "anomalysd/anomaly/prototype.h"
 
 namespace anomalysd {
 
-struct DetectorSettings {
-  std::vector<int64_t> scales{1, 2, 4, 8};  // 𝒦
-  bool multiscale = true;                   // S_ms (eq. 18–19)
-  bool prototype_mask = true;               // S_pg (eq. 20), when an error map is given
-  double alpha = 0.1;                       // eq. (21)
-  double blur_sigma = 4.0;                  // pixels at the model resolution
-  MaskPacking packing = MaskPacking::kNone;
-  int64_t mask_batch = 8;                   // masks per inpainter call
-  bool keep_inpainted = false;              // fill Detection::inpainted
+// What the method needs of one class, set once before its images (§4.2).
+struct ClassContext {
+  PromptConditioning conditioning;  // τ: the average embedding of the class's prompts
+  torch::Tensor prototype_bank;     // eq. (13) [N, C] from prototype_bank(); undefined at 0 shots
+  double strength = 0.4;            // the class's λ (InferenceSettings::strength_for)
 };
 
-// Eq. (16–17) for a batch of pairs: x, x̂ [M, 3, H, W] in [0, 1] -> D [M, 1, H, W].
-using DistanceFn = std::function<torch::Tensor(const torch::Tensor& x, const torch::Tensor& x_hat)>;
-
-// The distance D(x, x̂) of one test image x to many inpaintings x̂: what depends on x alone
-// (φ(x), the normalised AlexNet features of eq. 17) is computed once per image, in begin_image().
-class ImageDistance {
- public:
-  virtual ~ImageDistance() = default;
-  // x [1, 3, H, W] in [0, 1], float32, on the device its inpaintings will come on.
-  virtual void begin_image(const torch::Tensor& x) = 0;
-  // x̂ [M, 3, H, W] in [0, 1] -> D [M, 1, H, W] float32, on x̂'s device.
-  virtual torch::Tensor distance(const torch::Tensor& x_hat) = 0;
-};
-
-// A DistanceFn as an ImageDistance (x expanded to the batch at every call): for tests and
-// distances without a per-image part.
-class PairDistance : public ImageDistance {
- public:
-  explicit PairDistance(DistanceFn fn) : fn_(std::move(fn)) {}
-  void begin_image(const torch::Tensor& x) override { x_ = x; }
-  torch::Tensor distance(const torch::Tensor& x_hat) override;
-
- private:
-  DistanceFn fn_;
-  torch::Tensor x_;
+// The prototype-guided mask's feature network (eq. 12–15): EfficientNet and its taps and rotations.
+struct PrototypeFeatures {
+  EfficientNet network{nullptr};    // float32 whatever the SD models' dtype
+  PrototypeOptions options;
 };
 
 struct Detection {
@@ -64,7 +41,7 @@ struct Detection {
   std::vector<torch::Tensor> scale_maps;  // S^{(k)} per scale (eq. 18), [H, W]; empty without multi-scale masks
   torch::Tensor s_ms, s_pg;               // eq. (19), eq. (20); undefined when not computed
   torch::Tensor prototype_mask;           // M^{(p)} [H, W] (eq. 15); undefined without one
-  // With keep_inpainted: per scale, Σ_i M_i ⊙ x̂_i — every cell as its own run inpainted it
+  // With save_inpainted: per scale, Σ_i M_i ⊙ x̂_i — every cell as its own run inpainted it
   // ([3, H, W], the paper's Fig. 3) — then the prototype-guided inpainting x̂^{(p)} if any.
   std::vector<torch::Tensor> inpainted;
   int64_t masks = 0;                      // masks inpainted
@@ -73,15 +50,26 @@ struct Detection {
 
 class AnomalyDetector {
  public:
-  AnomalyDetector(Inpainter& inpainter, std::shared_ptr<ImageDistance> distance, DetectorSettings settings);
-  AnomalyDetector(Inpainter& inpainter, DistanceFn distance, DetectorSettings settings);
+  // `settings`: the `inference:` section; `prototype`: the feature network of the prototype-guided
+  // mask, or none (then S_pg needs an error map given to detect()).
+  AnomalyDetector(Inpainter& inpainter, std::shared_ptr<ImageDistance> distance, InferenceSettings settings,
+                  PrototypeFeatures prototype = {});
+  AnomalyDetector(Inpainter& inpainter, DistanceFn distance, InferenceSettings settings, PrototypeFeatures prototype = {});
+
+  // Eq. (13): the prototype bank of a class's shots [K, 3, H, W] in [0, 1] under the rotations.
+  torch::Tensor prototype_bank(const torch::Tensor& shots) const;
+  // Per class, before its images: the conditioning and λ go to the inpainter, the bank is kept.
+  void set_class(ClassContext context);
+  int64_t bank_size() const { return bank_.defined() ? bank_.size(0) : 0; }
 
   // image [1, 3, H, W] in [0, 1]; `seed` fixes the start noise (derive it from the image's
-  // identity: see noise_seed()); prototype_error = eq. (14)'s map [h, w], or undefined at 0 shots.
+  // identity: see noise_seed()). With the class's prototype bank, eq. (14)'s error map is computed
+  // here; the second form takes it given ([h, w], or undefined: no prototype mask).
   // The maps are computed on the device the inpainter returns x̂ on; only the results come back.
-  Detection detect(const torch::Tensor& image, uint64_t seed, const torch::Tensor& prototype_error = {});
+  Detection detect(const torch::Tensor& image, uint64_t seed);
+  Detection detect(const torch::Tensor& image, uint64_t seed, const torch::Tensor& prototype_error);
 
-  const DetectorSettings& settings() const { return settings_; }
+  const InferenceSettings& settings() const { return settings_; }
 
  private:
   // The multi-scale masks of an image size: the same for every image of that size.
@@ -89,7 +77,10 @@ class AnomalyDetector {
 
   Inpainter& inpainter_;
   std::shared_ptr<ImageDistance> distance_;
-  DetectorSettings settings_;
+  InferenceSettings settings_;
+  MaskPacking packing_ = MaskPacking::kNone;
+  PrototypeFeatures prototype_;
+  torch::Tensor bank_;
   std::map<std::pair<int64_t, int64_t>, MaskSet> mask_cache_;
 };
 

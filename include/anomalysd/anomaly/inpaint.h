@@ -24,16 +24,10 @@
 
 #include <torch/torch.h>
 
+#include "anomalysd/models/ddim.h"
 #include "anomalysd/models/sd_pipeline.h"
 
 namespace anomalysd {
-
-struct InpaintSettings {
-  double strength = 0.4;       // λ
-  int64_t steps = 50;          // DDIM steps of the full schedule; ⌊λ·steps⌋ of them run
-  double guidance_scale = 1.0; // > 1: classifier-free guidance (two UNet evaluations per step)
-  int64_t mask_batch = 8;      // masks per UNet call
-};
 
 // Text conditioning τ(y), [1, L, E] each; `uncond` (the negative prompt) is needed only when
 // guidance_scale > 1. Broadcast over a mask batch with expand, never copied per mask.
@@ -41,6 +35,18 @@ struct PromptConditioning {
   torch::Tensor cond;
   torch::Tensor uncond;
 };
+
+// The denoising part of an inpainting run: the DDIM schedule of `steps` and the timesteps that
+// strength λ runs (start at λ·T, §4.2). Computed once per (steps, λ), never per mask batch: the
+// scheduler is a copy, so the pipeline's own is never changed.
+struct DenoisingSchedule {
+  DdimScheduler scheduler{DdimConfig{}};  // set to `steps`
+  std::vector<int64_t> timesteps;   // the last ⌊steps·λ⌋ of the schedule
+  double strength = 0.4;            // λ
+  double guidance_scale = 1.0;      // > 1: classifier-free guidance (two UNet evaluations per step)
+};
+// Throws InputError when ⌊steps·λ⌋ = 0 (no denoising step would run).
+DenoisingSchedule denoising_schedule(const SdPipeline& pipe, int64_t steps, double strength, double guidance_scale = 1.0);
 
 // τ of each prompt: the CLIP last_hidden_state, [N, L, E].
 torch::Tensor encode_prompts(SdPipeline& pipe, const std::vector<std::string>& prompts);
@@ -72,14 +78,14 @@ struct InpaintResult {
 
 // Steps 2–5 for one image and one batch of masks. image [1, 3, H, W] in [0, 1] on the pipeline's
 // device; image_latent = encode_latents(image); masks [M, 1, H, W]; noise [1, Z, h, w] (shared by
-// all masks). Runs the whole batch at once: callers split large mask sets (SdInpainter does).
+// all masks). Runs the whole batch at once: the detector splits large mask sets.
 InpaintResult inpaint(SdPipeline& pipe, const torch::Tensor& image, const torch::Tensor& image_latent, const torch::Tensor& masks,
-                      const torch::Tensor& noise, const PromptConditioning& conditioning, const InpaintSettings& settings);
+                      const torch::Tensor& noise, const PromptConditioning& conditioning, const DenoisingSchedule& schedule);
 
 // Steps 3–5 with the UNet's conditioning [m↓; z°] already built ([M, 1 + Z, h, w], from
 // inpaint_condition()): what inpaint() runs after step 2.
 InpaintResult inpaint_from_condition(SdPipeline& pipe, const torch::Tensor& image_latent, const torch::Tensor& condition,
-                                     const torch::Tensor& noise, const PromptConditioning& conditioning, const InpaintSettings& settings);
+                                     const torch::Tensor& noise, const PromptConditioning& conditioning, const DenoisingSchedule& schedule);
 
 // Start noise ε of an image, [1, Z, h, w] float32 on the CPU: a pure function of the seed (which
 // callers derive from the run's seed and the image's identity), whatever the device or batch.
@@ -90,45 +96,45 @@ torch::Tensor start_noise(uint64_t seed, int64_t channels, int64_t height, int64
 class Inpainter {
  public:
   virtual ~Inpainter() = default;
+  // Per class, before its images: the prompt conditioning τ (§4.2) and the class's λ. Inpainters
+  // without a diffusion model ignore it.
+  virtual void set_class(const PromptConditioning& conditioning, double strength) {}
   // Called once per image before inpaint(): image [1, 3, H, W] in [0, 1]; `seed` fixes the start noise.
   virtual void begin_image(const torch::Tensor& image, uint64_t seed) = 0;
-  // masks [M, 1, H, W] (1 = inpaint) -> inpainted images [M, 3, H, W] in [0, 1].
+  // One batch of masks [M, 1, H, W] (1 = inpaint) -> inpainted images [M, 3, H, W] in [0, 1].
   virtual torch::Tensor inpaint(const torch::Tensor& masks) = 0;
   // Pixels per latent cell: masks are aligned to this grid.
   virtual int64_t alignment() const { return 1; }
-  // UNet evaluations of a mask batch so far (0 for inpainters without a UNet).
+  // UNet evaluations so far (0 for inpainters without a UNet).
   virtual int64_t unet_calls() const { return 0; }
   // Where inpaint() returns its images (the detector keeps its maps there).
   virtual torch::Device device() const { return torch::kCPU; }
 };
 
-// The Stable Diffusion inpainter: E(x) once per image, masks in batches of settings.mask_batch.
+// The Stable Diffusion inpainter: E(x) once per image, the schedule once per class, each mask
+// batch in one denoising run.
 class SdInpainter : public Inpainter {
  public:
-  SdInpainter(SdPipeline& pipe, InpaintSettings settings);
-  void set_conditioning(PromptConditioning conditioning) { conditioning_ = std::move(conditioning); }
-  void set_strength(double strength) { settings_.strength = strength; }
-  const InpaintSettings& settings() const { return settings_; }
+  SdInpainter(SdPipeline& pipe, int64_t steps, double guidance_scale);
 
+  void set_class(const PromptConditioning& conditioning, double strength) override;
   void begin_image(const torch::Tensor& image, uint64_t seed) override;
   torch::Tensor inpaint(const torch::Tensor& masks) override;
   int64_t alignment() const override { return vae_scale_factor(pipe_); }
   int64_t unet_calls() const override { return unet_calls_; }
   torch::Device device() const override;
-  // VAE encodings of masked images so far (the full mask's z° is encoded once per size).
-  int64_t masked_encodes() const { return masked_encodes_; }
-
-  // The final latents of the last inpaint() (for the parity tool).
-  const torch::Tensor& last_latents() const { return last_latents_; }
+  const DenoisingSchedule& schedule() const { return schedule_; }
 
  private:
   SdPipeline& pipe_;
-  InpaintSettings settings_;
+  int64_t steps_ = 50;
+  DenoisingSchedule schedule_;
+  bool class_set_ = false;
   PromptConditioning conditioning_;
-  torch::Tensor image_, image_latent_, noise_, last_latents_;
+  torch::Tensor image_, image_latent_, noise_;
   // z° of the mask that covers the whole image: E(0)·sf, the same for every image of a size.
   std::map<std::pair<int64_t, int64_t>, torch::Tensor> full_mask_latent_;
-  int64_t unet_calls_ = 0, masked_encodes_ = 0;
+  int64_t unet_calls_ = 0;
 };
 
 }  // namespace anomalysd

@@ -1,6 +1,6 @@
-// What `infer`, `eval` and the demo share: the models loaded once from the config (the inpainting
-// pipeline, AlexNet/LPIPS, EfficientNet when shots are given), per class the conditioning and the
-// prototype bank, and images read, resized to the model resolution and scored.
+// What `infer`, `eval`, `calibrate` and the demo share: the models loaded once from the config (the
+// inpainting pipeline, AlexNet/LPIPS, EfficientNet when shots are given), the prompt files and the
+// shots read per class, handed to the method (anomaly/detector.h) as tensors.
 #pragma once
 
 #include <cstdint>
@@ -9,11 +9,11 @@
 #include <string>
 #include <vector>
 
-#include <opencv2/core.hpp>
 #include <torch/torch.h>
 
 #include "anomalysd/anomaly/detector.h"
 #include "anomalysd/core/app_config.h"
+#include "anomalysd/data/model_image.h"
 #include "anomalysd/data/prompts.h"
 #include "anomalysd/models/alexnet_lpips.h"
 #include "anomalysd/models/efficientnet.h"
@@ -21,24 +21,6 @@
 #include "anomalysd/core/runtime.h"
 
 namespace anomalysd {
-
-// An image as the method sees it.
-struct ModelImage {
-  torch::Tensor tensor;  // [1, 3, R, R] float32 in [0, 1], R = config resolution
-  cv::Mat original;      // RGB float32 [0, 1] at the file's size
-  uint64_t identity = 0; // pixel_hash(original): fixes the start noise
-};
-
-// Reads an image file (PNG/JPEG/BMP/TIFF, gray/RGB/RGBA, 8/16-bit, any size) for a model of
-// side `resolution` (area-averaged when shrinking, bilinear when enlarging).
-ModelImage read_model_image(const std::string& path, int64_t resolution);
-torch::Tensor to_model_tensor(const cv::Mat& rgb_float, int64_t resolution);
-
-// A map [H, W] (tensor, model resolution) resized to height × width, float32.
-cv::Mat map_to_size(const torch::Tensor& map, int height, int width);
-// An RGB float image to RGB8.
-cv::Mat to_rgb8(const cv::Mat& rgb_float);
-cv::Mat tensor_to_rgb8(const torch::Tensor& image);  // [3, H, W] in [0, 1]
 
 // Checks that a features.* weight file exists, naming the key and the commands that make it.
 std::string require_feature_weights(const AppConfig& config, const std::string& key, const std::string& path);
@@ -53,8 +35,7 @@ class MethodRunner {
   // Per class, once: the averaged prompt embedding (§4.2), the class's λ, and with shots the
   // prototype bank of their rotations (eq. 13). `shots`: image files (may be empty: 0-shot).
   void set_class(const std::string& cls, const std::vector<std::string>& shots);
-  const std::string& current_class() const { return class_; }
-  int64_t bank_size() const { return bank_.defined() ? bank_.size(0) : 0; }
+  int64_t bank_size() const;
 
   // The anomaly map and score of one image (model resolution).
   Detection detect(const ModelImage& image);
@@ -82,8 +63,6 @@ class MethodRunner {
   std::unique_ptr<SdInpainter> inpainter_;
   std::unique_ptr<AnomalyDetector> detector_;
   std::map<std::string, PromptConditioning> conditioning_cache_;
-  std::string class_;
-  torch::Tensor bank_;
   std::vector<std::string> random_weights_;
 };
 

@@ -10,6 +10,7 @@
 
 #include "anomalysd/core/distributed_config.h"
 #include "anomalysd/core/runtime.h"
+#include "anomalysd/anomaly/inference_settings.h"
 #include "anomalysd/train/augment_config.h"
 
 namespace anomalysd {
@@ -22,26 +23,8 @@ struct ModelConfig {
   static ModelConfig from_config(ConfigSection& section);
 };
 
-// `inference:` — the method at test time (paper §4.2–4.3, §5.1).
-struct InferenceConfig {
-  int64_t steps = 50;                           // DDIM steps of the full schedule
-  double strength = 0.4;                        // λ: denoising starts at λ·T
-  std::map<std::string, double> class_strength; // per-class λ, overriding `strength`
-  double guidance_scale = 1.0;                  // classifier-free guidance; 1 = none (half the UNet calls)
-  std::string negative_prompt;                  // used only when guidance_scale > 1
-  std::vector<int64_t> scales{1, 2, 4, 8};      // k of the k×k mask grids
-  bool multiscale = true;                       // S_ms (eq. 18–19)
-  bool prototype_mask = true;                   // S_pg (eq. 12–15, 20); needs shots
-  double alpha = 0.1;                           // eq. (21)
-  double blur_sigma = 4.0;                      // Gaussian σ in pixels at the model resolution; 0 = none
-  int64_t mask_batch = 8;                       // masks per UNet call
-  std::string mask_packing = "none";            // none | grid2x2
-  int64_t distance_size = 0;                    // LPIPS at size × size (resized), 0 = the model resolution
-  bool save_inpainted = false;                  // infer: write the inpainted images per scale
-
-  double strength_for(const std::string& cls) const;
-  static InferenceConfig from_config(ConfigSection& section);
-};
+// `inference:` is anomaly/inference_settings.h's InferenceSettings, read by inference_settings_from().
+InferenceSettings inference_settings_from(ConfigSection& section);
 
 // `features:` — the frozen feature networks (weights from scripts/convert_torchvision_weights.py).
 struct FeaturesConfig {
@@ -89,7 +72,7 @@ struct AppConfig {
   ModelConfig model;
   int64_t resolution = 512;           // model input side: every image is resized to resolution²
   std::vector<std::string> prompts;   // prompt files (prompts/*.yaml); none = "A perfect [c]." only
-  InferenceConfig inference;
+  InferenceSettings inference;
   FeaturesConfig features;
   TrainConfig train;
   DistributedConfig distributed;      // several processes as one job (core/distributed.h); not part of any result's identity
@@ -111,5 +94,9 @@ AppConfig load_app_config(const std::string& path, const std::vector<std::string
 // directory), else relative to the config file's folder and its parent (so configs/x.yaml can name
 // prompts/x.yaml). Returns the path as given when none exists: the reader's error then names it.
 std::string resolve_config_path(const AppConfig& config, const std::string& path);
+
+// The pipeline folder a command runs on: `--model` when given, else model.path; an InputError when
+// neither names one. The one place that rule lives (finetune, eval, infer and calibrate call it).
+std::string model_dir_of(const AppConfig& config, const std::string& model_option);
 
 }  // namespace anomalysd

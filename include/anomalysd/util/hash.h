@@ -1,4 +1,5 @@
-// Stable 64-bit hashes of records (run and training identities): FNV-1a, printed as 16 hex digits.
+// Stable 64-bit hashes: FNV-1a of records (run and training identities, printed as 16 hex digits),
+// and splitmix64, the mixer behind every derived seed (start noise, training streams, synthetic images).
 #pragma once
 
 #include <cstdint>
@@ -12,6 +13,14 @@ inline uint64_t fnv1a(const std::string& s) {
   uint64_t h = 1469598103934665603ull;
   for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
   return h;
+}
+
+// Steele, Lea & Flood's SplitMix64 finaliser: a bijection on 64 bits whose outputs of nearby inputs look unrelated.
+inline uint64_t splitmix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
 }
 
 inline std::string hex(uint64_t v) {

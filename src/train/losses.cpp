@@ -1,0 +1,43 @@
+#include "anomalysd/train/losses.h"
+
+#include "anomalysd/anomaly/inpaint.h"
+#include "anomalysd/io/errors.h"
+
+namespace anomalysd {
+
+torch::Tensor unet_loss(SdPipeline& pipe, const torch::Tensor& images, const torch::Tensor& masks, const torch::Tensor& context,
+                        const torch::Tensor& timesteps, const torch::Tensor& noise) {
+  torch::Tensor z, condition;
+  {
+    torch::NoGradGuard no_grad;  // the VAE is frozen while the UNet trains
+    z = encode_latents(pipe, images);
+    condition = inpaint_condition(pipe, images, masks);  // [m↓; z°], as at inference
+  }
+  const torch::Tensor eps = noise.to(z.device(), z.scalar_type());
+  const torch::Tensor z_t = pipe.scheduler.add_noise(z, eps, timesteps);  // eq. (7)
+  torch::Tensor target = eps;
+  if (pipe.scheduler.config().prediction_type == "v_prediction") {
+    const torch::Tensor a = pipe.scheduler.alphas_cumprod().to(z.device()).index_select(0, timesteps.to(z.device())).view({-1, 1, 1, 1});
+    target = a.sqrt() * eps - (1.0 - a).sqrt() * z;
+  }
+  const torch::Tensor prediction = pipe.unet->forward(torch::cat({z_t, condition}, 1), timesteps.to(z.device()), context.to(z.device(), z.scalar_type()));
+  return torch::mse_loss(prediction.to(torch::kFloat), target.to(torch::kFloat));  // eq. (8)
+}
+
+DecoderLoss decoder_loss(SdPipeline& pipe, Lpips& lpips, const torch::Tensor& images, double beta) {
+  const torch::Tensor& w = pipe.vae->post_quant_conv->weight;
+  const torch::Tensor x = images.to(w.device(), w.scalar_type()) * 2.0 - 1.0;
+  torch::Tensor z;
+  {
+    torch::NoGradGuard no_grad;  // frozen encoder
+    z = pipe.vae->encode(x).mean;
+  }
+  const torch::Tensor x_hat = pipe.vae->decode(z);
+  DecoderLoss l;
+  l.mse = torch::mse_loss(x_hat.to(torch::kFloat), x.to(torch::kFloat));                  // eq. (9), first term
+  l.lpips = lpips->loss(x_hat.to(torch::kFloat), x.to(torch::kFloat)).mean();            // eq. (10)
+  l.total = l.mse + beta * l.lpips;
+  return l;
+}
+
+}  // namespace anomalysd
