@@ -132,37 +132,4 @@ torch::Tensor prototype_mask(const torch::Tensor& error_map, int64_t height, int
   return F::interpolate(binary, F::InterpolateFuncOptions().size(std::vector<int64_t>{height, width}).mode(torch::kNearest))[0][0];
 }
 
-void PrototypeBanks::save(const std::string& path) const {
-  std::map<std::string, torch::Tensor> tensors;
-  for (const auto& [cls, bank] : banks) tensors["bank." + cls] = bank;
-  std::ostringstream taps, rotations;
-  for (std::size_t i = 0; i < options.taps.size(); ++i) taps << (i ? "," : "") << options.taps[i];
-  for (std::size_t i = 0; i < options.rotations.size(); ++i) rotations << (i ? "," : "") << options.rotations[i];
-  save_safetensors(path, tensors, {{"format", "anomalysd-prototype-bank"}, {"taps", taps.str()}, {"rotations", rotations.str()}});
-}
-
-PrototypeBanks PrototypeBanks::load(const std::string& path) {
-  const SafetensorsFile file = SafetensorsFile::open(path);
-  const auto& meta = file.metadata();
-  if (!meta.count("format") || meta.at("format") != "anomalysd-prototype-bank")
-    throw FormatError(path, "not a prototype bank (metadata 'format' is not 'anomalysd-prototype-bank')");
-  PrototypeBanks out;
-  auto parse_list = [&](const char* key, auto convert) {
-    using T = decltype(convert(std::string()));
-    std::vector<T> list;
-    if (!meta.count(key)) throw FormatError(path, std::string("metadata lacks '") + key + "'");
-    std::stringstream ss(meta.at(key));
-    for (std::string item; std::getline(ss, item, ',');) list.push_back(convert(item));
-    return list;
-  };
-  out.options.taps = parse_list("taps", [](const std::string& s) { return static_cast<int64_t>(std::stoll(s)); });
-  out.options.rotations = parse_list("rotations", [](const std::string& s) { return std::stod(s); });
-  for (const auto& t : file.tensors()) {
-    if (t.name.rfind("bank.", 0) != 0) throw FormatError(path, "unexpected tensor '" + t.name + "'");
-    if (t.shape.size() != 2) throw FormatError(path, "'" + t.name + "': a bank must be [M, C]");
-    out.banks[t.name.substr(5)] = load_tensor(file, t.name, torch::kCPU, torch::kFloat);
-  }
-  return out;
-}
-
 }  // namespace anomalysd

@@ -1,4 +1,5 @@
 #include "anomalysd/app/eval.h"
+#include "app/eval_internal.h"
 
 #include <algorithm>
 #include <chrono>
@@ -28,23 +29,17 @@ namespace anomalysd {
 
 namespace fs = std::filesystem;
 
-namespace {
+namespace eval_detail {
 
 std::string map_file(const fs::path& output, const TestSample& s) {
   return (output / "maps" / s.cls / "test" / s.defect / (s.id + ".tiff")).string();
 }
 
-// The ablation variants written from the same inpaintings: folder name, table label.
-struct Variant {
-  std::string name, label;
-};
 const std::vector<Variant>& ablation_variants() {
   static const std::vector<Variant> v = {{"multiscale", "multi-scale masks only"}, {"prototype", "prototype mask only"}};
   return v;
 }
 
-// An ablation's metrics from its maps (`maps` options), labelled and recorded like the main
-// results of the same run, written to <output>/variants/<name>/metrics.json.
 RunResults write_variant_results(EvalMapsOptions maps, const RunResults& main, const Variant& v, const fs::path& output) {
   maps.method = main.method + " (" + v.label + ")";
   RunResults r = evaluate_maps(maps);
@@ -75,9 +70,6 @@ void write_scores(const fs::path& output, const std::map<std::string, double>& s
   write_file_atomically((output / "scores.csv").string(), csv.str());
 }
 
-// An evaluation's calibration (app/calibration.h): per class of `results`, the thresholds behind
-// its image and pixel F1-max, from the scores of its evaluated `samples`. A class without both
-// normal and anomalous images gets none (logged).
 Calibration eval_calibration(const RunResults& results, const std::map<std::string, double>& scores, const std::vector<TestSample>& samples,
                              const nlohmann::json& identity, const ShotSelection& shots) {
   Calibration calibration;
@@ -103,48 +95,9 @@ Calibration eval_calibration(const RunResults& results, const std::map<std::stri
   return calibration;
 }
 
-}  // namespace
+}  // namespace eval_detail
 
-std::vector<TestSample> interleaved_by_defect(const std::vector<TestSample>& test) {
-  std::map<std::string, std::vector<TestSample>> by_defect;
-  for (const auto& s : test) by_defect[s.defect].push_back(s);
-  std::vector<std::string> order;
-  if (by_defect.count("good")) order.push_back("good");
-  for (const auto& [d, v] : by_defect)
-    if (d != "good") order.push_back(d);
-  std::vector<TestSample> out;
-  for (std::size_t i = 0; out.size() < test.size(); ++i)
-    for (const auto& d : order)
-      if (i < by_defect[d].size()) out.push_back(by_defect[d][i]);
-  return out;
-}
-
-std::vector<TestSample> shard_of(const std::vector<TestSample>& test, int64_t index, int64_t count) {
-  if (count <= 1) return test;
-  std::vector<std::pair<uint64_t, std::size_t>> ranked;
-  for (std::size_t i = 0; i < test.size(); ++i) ranked.emplace_back(fnv1a(sample_key(test[i].cls, test[i].defect, test[i].id)), i);
-  std::sort(ranked.begin(), ranked.end());
-  std::vector<std::size_t> mine;
-  for (std::size_t r = 0; r < ranked.size(); ++r)
-    if (static_cast<int64_t>(r % static_cast<std::size_t>(count)) == index) mine.push_back(ranked[r].second);
-  std::sort(mine.begin(), mine.end());  // keep the listing order
-  std::vector<TestSample> out;
-  for (std::size_t i : mine) out.push_back(test[i]);
-  return out;
-}
-
-std::pair<int64_t, int64_t> parse_shard(const std::string& text) {
-  const auto slash = text.find('/');
-  try {
-    if (slash == std::string::npos) throw std::invalid_argument("no slash");
-    std::size_t a = 0, b = 0;
-    const int64_t i = std::stoll(text.substr(0, slash), &a), n = std::stoll(text.substr(slash + 1), &b);
-    if (a != slash || b != text.size() - slash - 1 || n < 1 || i < 0 || i >= n) throw std::invalid_argument("range");
-    return {i, n};
-  } catch (const std::exception&) {
-    throw InputError("--shard " + text + ": expected I/N with 0 <= I < N, e.g. 0/4");
-  }
-}
+using namespace eval_detail;
 
 nlohmann::json shots_to_json(const ShotSelection& shots, const std::string& root) {
   ShotSelection rel = shots;
@@ -174,13 +127,6 @@ ShotSelection read_shots_file(const std::string& path, const Dataset& dataset) {
   return s;
 }
 
-namespace {
-
-EvalSummary run_eval_auto(const EvalOptions& o);
-EvalSummary run_eval_here(const EvalOptions& o);
-
-}  // namespace
-
 EvalSummary run_eval(const EvalOptions& o) {
   if (o.shard_auto) return run_eval_auto(o);
   // Started as one of several ranks (torchrun, srun) without --shard auto, every rank would compute
@@ -192,7 +138,7 @@ EvalSummary run_eval(const EvalOptions& o) {
   return run_eval_here(o);
 }
 
-namespace {
+namespace eval_detail {
 
 EvalSummary run_eval_here(const EvalOptions& o) {
   const auto start = std::chrono::steady_clock::now();
@@ -423,223 +369,6 @@ EvalSummary run_eval_here(const EvalOptions& o) {
   return summary;
 }
 
-}  // namespace
-
-// ---------------------------------------------------------------------------------------------
-namespace {
-
-std::string shard_folder(const std::string& output, int64_t index, int64_t count) {
-  return (fs::path(output) / "shards" / (std::to_string(index) + "-of-" + std::to_string(count))).string();
-}
-
-// Whether a shard folder holds a finished run of the same job (its metrics are written last).
-bool shard_finished(const std::string& folder, const std::string& hash, int64_t index, int64_t count) {
-  const fs::path run = fs::path(folder) / "run.json";
-  if (!fs::is_regular_file(run) || !fs::is_regular_file(fs::path(folder) / "metrics.json")) return false;
-  const nlohmann::json j = read_json_file(run.string());
-  return j.value("config_hash", "") == hash && j.value("shard", nlohmann::json()) == nlohmann::json::array({index, count});
-}
-
-// The merged metrics, table and report of the union of the shards, in `o.output`; with
-// --ablation-maps also the two ablations' metrics, in `o.output`/variants/<name>/.
-void merge_shards(const EvalOptions& o, int64_t count, EvalSummary& summary) {
-  std::vector<std::string> folders;
-  for (int64_t i = 0; i < count; ++i) folders.push_back(shard_folder(o.output, i, count));
-  const std::vector<RunResults> merged = merge_runs(folders, o.output);
-  const RunResults& union_results = merged.at(0);
-  // The report: every test image of the union, with its shard's score and map.
-  const Dataset dataset = load_dataset(o.dataset, o.root, o.classes);
-  std::map<std::string, std::string> by_key;  // sample key -> its shard's folder
-  std::map<std::string, double> scores;
-  for (const auto& folder : folders) {
-    for (const auto& [k, v] : read_scores_csv((fs::path(folder) / "scores.csv").string())) scores[k] = v;
-    const nlohmann::json run = read_json_file((fs::path(folder) / "run.json").string());
-    for (const auto& key : run.at("samples")) by_key[key.get<std::string>()] = folder;
-  }
-  std::map<std::string, std::vector<ReportSample>> report_samples;
-  for (const ClassData& c : dataset.classes)
-    for (const TestSample& t : c.test) {
-      const auto it = by_key.find(sample_key(t.cls, t.defect, t.id));
-      if (it == by_key.end() || !scores.count(it->first)) continue;
-      report_samples[t.cls].push_back({t, scores.at(it->first), map_file(it->second, t)});
-    }
-  // The calibration of the union (the shards share the run's identity: config, model, shots).
-  std::vector<TestSample> merged_samples;
-  for (const ClassData& c : dataset.classes)
-    for (const TestSample& t : c.test)
-      if (by_key.count(sample_key(t.cls, t.defect, t.id))) merged_samples.push_back(t);
-  const nlohmann::json first_run = read_json_file((fs::path(folders.at(0)) / "run.json").string());
-  const nlohmann::json& shard_identity = first_run.at("identity");
-  const Calibration calibration =
-      eval_calibration(union_results, scores, merged_samples, {{"model", shard_identity.at("model")}, {"config", shard_identity.at("config")}},
-                       read_shots_file((fs::path(folders.at(0)) / "shots.json").string(), dataset));
-  calibration.save((fs::path(o.output) / "calibration.json").string());
-  ReportOptions ro;
-  ro.title = "AnomalySD on " + o.dataset + ", " + union_results.setup + " (" + union_results.method + "), " + std::to_string(count) + " shards";
-  ro.tables_markdown = {results_table(union_results)};
-  for (const auto& [cls, c] : calibration.classes) ro.scales[cls] = {c.image, c.has_pixel ? c.pixel : c.image};
-  write_report(o.output, report_samples, ro);
-  summary.results = union_results;
-  summary.merged = true;
-  summary.variant_results.clear();
-  for (const auto& v : ablation_variants()) {
-    bool every = true;
-    for (const auto& folder : folders) every = every && fs::is_regular_file(fs::path(folder) / "variants" / v.name / "scores.csv");
-    if (!every) continue;
-    EvalMapsOptions m;
-    m.dataset = o.dataset;
-    m.root = o.root;
-    m.classes = union_results.config.value("classes", std::vector<std::string>{});
-    m.setup = union_results.setup;
-    for (std::size_t i = 0; i < folders.size(); ++i) {
-      const fs::path dir = fs::path(folders[i]) / "variants" / v.name;
-      (i == 0 ? m.maps : m.extra_maps.emplace_back()) = (dir / "maps").string();
-      (i == 0 ? m.scores_csv : m.extra_scores.emplace_back()) = (dir / "scores.csv").string();
-    }
-    for (const auto& [key, folder] : by_key) m.subset.insert(key);
-    summary.variant_results.push_back(write_variant_results(m, union_results, v, o.output));
-  }
-  spdlog::info("merged {} shard(s) into {}/{{metrics.json, metrics.csv, table.md, calibration.json, report.html, report.png}}{}", count, o.output,
-               summary.variant_results.empty() ? "" : " and variants/*/metrics.json");
-}
-
-EvalSummary run_eval_auto(const EvalOptions& o) {
-  const AppConfig config = load_app_config(o.config, o.overrides);
-  const LaunchEnv env = read_launch_env();
-  const ArrayTask array = read_array_task();
-  EvalOptions part = o;
-  part.shard_auto = false;
-  if (!env.distributed() && array.count == 0) {
-    spdlog::info("--shard auto: a single process and no job array; evaluating every test image here");
-    return run_eval_here(part);
-  }
-  const bool group_job = env.distributed();
-  part.shard_index = group_job ? env.rank : array.index;
-  part.shard_count = group_job ? env.world_size : array.count;
-  part.output = shard_folder(o.output, part.shard_index, part.shard_count);
-  // Device and threads per rank (neither is part of the maps' identity).
-  const RuntimeConfig rank_runtime = runtime_for_rank(config.runtime, env);
-  if (rank_runtime.device != config.runtime.device) part.overrides.push_back("device=" + rank_runtime.device);
-  if (rank_runtime.threads != config.runtime.threads) part.overrides.push_back("threads=" + std::to_string(rank_runtime.threads));
-  const auto group = ProcessGroup::create(group_job ? env : LaunchEnv{}, config.distributed, resolves_to_cuda(rank_runtime));
-  spdlog::info("--shard auto: shard {}/{} ({}) in {}", part.shard_index, part.shard_count, group_job ? "process group" : "Slurm job array",
-               part.output);
-  try {
-    EvalSummary summary = run_eval_here(part);
-    summary.shard_output = part.output;
-    summary.output = o.output;
-    const std::string hash = read_json_file((fs::path(part.output) / "run.json").string()).value("config_hash", "");
-    if (group_job) {
-      group->barrier("eval-shards-done");  // as long as the others are alive, however long their shards take
-      if (group->is_main()) merge_shards(o, part.shard_count, summary);
-      group->finish();
-      return summary;
-    }
-    // A job array has no group: the task that finds every shard finished writes the union.
-    std::vector<int64_t> pending;
-    for (int64_t i = 0; i < part.shard_count; ++i)
-      if (!shard_finished(shard_folder(o.output, i, part.shard_count), hash, i, part.shard_count)) pending.push_back(i);
-    if (pending.empty()) {
-      merge_shards(o, part.shard_count, summary);
-    } else {
-      spdlog::info("shard {}/{} done; {} shard(s) still running or not started (first: {}); the last task to finish writes the merged table "
-                   "(or run: anomalysd merge-results {}/shards/* --output {})",
-                   part.shard_index, part.shard_count, pending.size(), pending.front(), o.output, o.output);
-    }
-    return summary;
-  } catch (const std::exception& e) {
-    group->report_failure(e.what());
-    throw;
-  }
-}
-
-}  // namespace
-
-std::vector<RunResults> merge_runs(const std::vector<std::string>& inputs, const std::string& output, const std::string& root) {
-  if (inputs.empty()) throw InputError("merge-results: no inputs");
-  // Eval folders grouped by config hash (shards of one run); plain metrics files as they are.
-  struct Group {
-    nlohmann::json first;
-    std::vector<std::string> folders;
-    std::set<std::string> samples;
-  };
-  std::map<std::string, Group> groups;
-  std::vector<std::string> group_order;
-  std::vector<RunResults> parts;
-  std::vector<std::string> part_sources;
-  for (const auto& in : inputs) {
-    const fs::path p(in);
-    if (fs::is_directory(p) && fs::is_regular_file(p / "run.json")) {
-      const nlohmann::json run = read_json_file((p / "run.json").string());
-      if (run.value("format", "") != "anomalysd-eval-run") throw FormatError((p / "run.json").string(), "not an anomalysd eval run");
-      const std::string key = run.value("config_hash", "") + "|" + run.value("setting", "") + "|" + run.value("method", "");
-      if (!groups.count(key)) group_order.push_back(key);
-      Group& g = groups[key];
-      if (g.folders.empty()) g.first = run;
-      g.folders.push_back(p.string());
-      for (const auto& s : run.at("samples")) g.samples.insert(s.get<std::string>());
-    } else {
-      const std::string file = fs::is_directory(p) ? (p / "metrics.json").string() : in;
-      parts.push_back(RunResults::load(file));
-      part_sources.push_back(file);
-    }
-  }
-  for (const auto& key : group_order) {
-    const Group& g = groups[key];
-    EvalMapsOptions m;
-    m.dataset = g.first.at("dataset");
-    m.root = root.empty() ? g.first.at("root").get<std::string>() : root;
-    m.classes = g.first.at("classes").get<std::vector<std::string>>();
-    m.method = g.first.value("method", "AnomalySD");
-    m.setup = g.first.value("setting", "");
-    m.maps = (fs::path(g.folders[0]) / "maps").string();
-    m.scores_csv = (fs::path(g.folders[0]) / "scores.csv").string();
-    for (std::size_t i = 1; i < g.folders.size(); ++i) {
-      m.extra_maps.push_back((fs::path(g.folders[i]) / "maps").string());
-      m.extra_scores.push_back((fs::path(g.folders[i]) / "scores.csv").string());
-    }
-    m.subset = g.samples;
-    spdlog::info("merge-results: {} ({}) from {} folder(s), {} test images", m.setup, m.method, g.folders.size(), g.samples.size());
-    RunResults r = evaluate_maps(m);
-    nlohmann::json cfg = g.first;
-    cfg.erase("samples");
-    cfg["merged_from"] = g.folders;
-    r.config = cfg;
-    r.shots = g.first.value("shots", nlohmann::json::object());
-    r.versions = g.first.value("versions", nlohmann::json::object());
-    if (g.first.value("limit_per_class", 0) > 0)
-      r.note = "first " + std::to_string(g.first.value("limit_per_class", 0)) + " test images per class (--limit-per-class)";
-    parts.push_back(r);
-    part_sources.push_back(g.folders[0]);
-  }
-  // Parts of one setting (dataset, setup, method) hold disjoint classes: joined into one table.
-  std::vector<std::string> order;
-  std::map<std::string, std::pair<std::vector<RunResults>, std::vector<std::string>>> settings;
-  for (std::size_t i = 0; i < parts.size(); ++i) {
-    const std::string key = parts[i].dataset + "|" + parts[i].setup + "|" + parts[i].method;
-    if (!settings.count(key)) order.push_back(key);
-    settings[key].first.push_back(parts[i]);
-    settings[key].second.push_back(part_sources[i]);
-  }
-  std::vector<RunResults> merged;
-  for (const auto& key : order) {
-    auto& [runs, sources] = settings[key];
-    merged.push_back(runs.size() == 1 ? runs[0] : merge_results(runs, sources));
-  }
-  fs::create_directories(output);
-  if (merged.size() == 1) {
-    write_results(merged[0], (fs::path(output) / "metrics.json").string());
-  } else {
-    for (const auto& r : merged) {
-      std::string name = r.dataset + "_" + r.setup + "_" + r.method;
-      for (char& c : name)
-        if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_') c = '_';
-      fs::create_directories(fs::path(output) / name);
-      write_results(r, (fs::path(output) / name / "metrics.json").string());
-    }
-    write_file_atomically((fs::path(output) / "table.md").string(), settings_table(merged));
-  }
-  return merged;
-}
+}  // namespace eval_detail
 
 }  // namespace anomalysd

@@ -54,15 +54,6 @@ nlohmann::json class_json(const ClassResult& c) {
 
 }  // namespace
 
-const std::vector<std::pair<std::string, std::string>>& metric_columns() {
-  static const std::vector<std::pair<std::string, std::string>> cols = [] {
-    std::vector<std::pair<std::string, std::string>> c;
-    for (const auto& f : fields()) c.emplace_back(f.key, f.header);
-    return c;
-  }();
-  return cols;
-}
-
 ClassResult RunResults::mean() const {
   ClassResult m;
   m.name = "mean";

@@ -65,7 +65,6 @@ void set_attention_kernel(AttentionKernel kernel) {
   g_kernel = kernel;
 }
 
-AttentionKernel attention_kernel() { return g_kernel; }
 
 void set_fused_attention_blocks(const FusedAttentionBlocks& blocks) {
   g_query_rows = std::max<int64_t>(0, blocks.query_rows);

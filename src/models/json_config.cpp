@@ -34,11 +34,6 @@ int64_t JsonConfig::get_int(const std::string& key, int64_t fallback) {
   return v->get<int64_t>();
 }
 
-int64_t JsonConfig::require_int(const std::string& key) {
-  if (!has(key)) fail(key, "required key is missing");
-  return get_int(key, 0);
-}
-
 double JsonConfig::get_double(const std::string& key, double fallback) {
   const auto* v = value(key);
   if (!v) return fallback;

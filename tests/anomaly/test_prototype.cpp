@@ -125,16 +125,6 @@ TEST(PrototypeBank, BuildsFromShotsAndFindsTheShotItself) {
   const float self_scale = bank.pow(2).sum(1).mean().item<float>();
   EXPECT_GT(prototype_error_map(prototype_features(net, torch::rand({1, 3, 64, 64}), options), bank).mean().item<float>(),
             1e-3 * self_scale);
-
-  test::TempDir dir;
-  PrototypeBanks banks;
-  banks.options = options;
-  banks.banks["bottle"] = bank;
-  banks.save(dir.file("banks.safetensors"));
-  const PrototypeBanks loaded = PrototypeBanks::load(dir.file("banks.safetensors"));
-  EXPECT_EQ(loaded.options.taps, options.taps);
-  EXPECT_EQ(loaded.options.rotations, options.rotations);
-  EXPECT_TRUE(torch::equal(loaded.banks.at("bottle"), bank));
 }
 
 }  // namespace

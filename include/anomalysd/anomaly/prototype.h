@@ -54,13 +54,4 @@ double variance_split_threshold(const torch::Tensor& values);
 // Binary mask [H, W] (float 0/1): E ≥ r, nearest-upsampled to the image size.
 torch::Tensor prototype_mask(const torch::Tensor& error_map, int64_t height, int64_t width);
 
-// Per-class banks, saved as safetensors ("bank.<class>" tensors; taps and rotations in metadata).
-struct PrototypeBanks {
-  PrototypeOptions options;
-  std::map<std::string, torch::Tensor> banks;
-
-  void save(const std::string& path) const;
-  static PrototypeBanks load(const std::string& path);
-};
-
 }  // namespace anomalysd

@@ -40,9 +40,6 @@ struct RunResults {
   static RunResults load(const std::string& path);
 };
 
-// The metric columns, in table order: key, table header.
-const std::vector<std::pair<std::string, std::string>>& metric_columns();
-
 std::string results_csv(const RunResults& r);
 // Table 1 layout: Setup | Method | image AUROC / AUPR / F1-max | pixel AUROC / PRO (percent, one
 // decimal), then a per-class table with every metric.

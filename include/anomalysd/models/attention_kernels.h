@@ -28,7 +28,6 @@ enum class AttentionKernel { Auto, Sdpa, Fused, Chunked };
 AttentionKernel parse_attention_kernel(const std::string& name);  // auto | sdpa | fused | chunked
 std::string attention_kernel_name(AttentionKernel kernel);
 void set_attention_kernel(AttentionKernel kernel);  // process-wide; `sdpa` needs LibTorch ≥ 2.0
-AttentionKernel attention_kernel();
 bool sdpa_available();
 
 // q [B, heads, L, D], k/v [B, heads, S, D] (any strides, e.g. expanded over B) -> [B, heads, L, D].

@@ -21,7 +21,6 @@ class JsonConfig {
   bool has(const std::string& key) const;  // present and not null
 
   int64_t get_int(const std::string& key, int64_t fallback);
-  int64_t require_int(const std::string& key);
   double get_double(const std::string& key, double fallback);
   bool get_bool(const std::string& key, bool fallback);
   std::string get_string(const std::string& key, const std::string& fallback);

@@ -27,8 +27,9 @@ struct DecoderLoss {
 // Eq. (9–10): L_D = ‖x − D(E(x))‖² + β·LPIPS(x, D(E(x))) (means over the batch), the encoder
 // frozen. Both terms on images in [−1, 1]: the range the VAE encodes and decodes (as LDM/diffusers
 // train it) and the one LPIPS expects; an MSE on [0, 1] would be 4× smaller and shift the balance
-// with β = 0.1 towards LPIPS. images [B, 3, H, W] in [0, 1]. Pinned against diffusers + lpips by
-// tests/train/data/make_loss_reference.py.
+// with β = 0.1 towards LPIPS. images [B, 3, H, W] in [0, 1]. Pinned by tests/train/data/make_loss_reference.py:
+// diffusers' VAE, and LPIPS as the lpips 0.1 package computes it (its formula ported in the script, with
+// the package's real lin weights; AlexNetLpipsParity pins our LPIPS against the package itself).
 DecoderLoss decoder_loss(SdPipeline& pipe, Lpips& lpips, const torch::Tensor& images, double beta);
 
 }  // namespace anomalysd
