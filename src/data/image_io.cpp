@@ -19,6 +19,15 @@ cv::Mat read_or_throw(const std::string& path, int flags, const char* what) {
   if (!probe) throw FormatError(path, std::string("cannot open ") + what);
   probe.seekg(0, std::ios::end);
   if (probe.tellg() <= 0) throw FormatError(path, std::string("cannot decode ") + what + ": the file is empty");
+  // Only the formats we document reach OpenCV: its other decoders (GDCM's DICOM reader takes any
+  // bytes) can allocate gigabytes or spin on a few hundred bytes of garbage (a fuzz finding).
+  char head[8] = {};
+  probe.seekg(0);
+  probe.read(head, sizeof head);
+  const std::string magic(head, static_cast<std::size_t>(probe.gcount()));
+  const bool known = magic.rfind("\x89PNG\r\n\x1a\n", 0) == 0 || magic.rfind("\xFF\xD8\xFF", 0) == 0 || magic.rfind("BM", 0) == 0 ||
+                     magic.rfind(std::string("II*\0", 4), 0) == 0 || magic.rfind(std::string("MM\0*", 4), 0) == 0;
+  if (!known) throw FormatError(path, std::string("cannot decode ") + what + ": not a PNG, JPEG, BMP or TIFF file");
   cv::Mat m;
   try {
     m = cv::imread(path, flags);
