@@ -168,12 +168,11 @@ SdInpainter::SdInpainter(SdPipeline& pipe, int64_t steps, double guidance_scale)
 void SdInpainter::set_class(const PromptConditioning& conditioning, double strength) {
   schedule_ = denoising_schedule(pipe_, steps_, strength, schedule_.guidance_scale);
   conditioning_ = conditioning;
-  class_set_ = true;
 }
 
 void SdInpainter::begin_image(const torch::Tensor& image, uint64_t seed) {
   torch::NoGradGuard no_grad;
-  if (!class_set_) throw std::logic_error("SdInpainter: set_class() first");
+  if (schedule_.timesteps.empty()) throw std::logic_error("SdInpainter: set_class() first");
   check_inpaint_size(pipe_, image.size(2), image.size(3));
   const torch::Tensor& w = unet_weight(pipe_);
   // On CUDA the upload goes through pinned (page-locked) memory, asynchronously.

@@ -380,20 +380,35 @@ TEST(Detector, PrototypeMaskAloneAndFusion) {
   EXPECT_TRUE(torch::equal(ms.map, ms.s_ms));
 }
 
-TEST(Detector, PrototypeMaskOnAPlantedBlob) {
-  // Random-weight EfficientNet-B0 features (real architecture, calibrated BatchNorm) of a smooth
-  // texture: a planted blob is far from every bank vector of the clean shot, so the error map
-  // peaks on it and the variance split (eq. 15) masks it, not the whole image.
+// Random-weight EfficientNet-B0 (real architecture, calibrated BatchNorm), seeded.
+EfficientNet random_efficientnet_b0() {
   torch::manual_seed(0);
   EfficientNet net(EfficientNetConfig::b(0));
   init_random_efficientnet(*net);
   net->eval();
+  return net;
+}
+
+// A smooth texture at 128 × 128, and the same with a white blob at rows 48..71, cols 64..87.
+torch::Tensor textured_shot_128() {
   namespace F = torch::nn::functional;
-  const torch::Tensor shot = F::interpolate(textured(11), F::InterpolateFuncOptions().size(std::vector<int64_t>{128, 128}).mode(torch::kBilinear).align_corners(false));
+  return F::interpolate(textured(11), F::InterpolateFuncOptions().size(std::vector<int64_t>{128, 128}).mode(torch::kBilinear).align_corners(false));
+}
+torch::Tensor with_blob(const torch::Tensor& shot) {
+  torch::Tensor x = shot.clone();
+  x.narrow(2, 48, 24).narrow(3, 64, 24).fill_(1.0f);
+  return x;
+}
+
+TEST(Detector, PrototypeMaskOnAPlantedBlob) {
+  // Random-weight EfficientNet-B0 features (real architecture, calibrated BatchNorm) of a smooth
+  // texture: a planted blob is far from every bank vector of the clean shot, so the error map
+  // peaks on it and the variance split (eq. 15) masks it, not the whole image.
+  EfficientNet net = random_efficientnet_b0();
+  const torch::Tensor shot = textured_shot_128();
   PrototypeOptions o;
   const torch::Tensor bank = build_prototype_bank(net, shot, o);
-  torch::Tensor x = shot.clone();
-  x.narrow(2, 48, 24).narrow(3, 64, 24).fill_(1.0f);  // rows 48..71, cols 64..87
+  const torch::Tensor x = with_blob(shot);
   const torch::Tensor error = prototype_error(net, x, bank, o);
   ASSERT_EQ(error.sizes(), (std::vector<int64_t>{16, 16}));
   const int64_t peak = error.argmax().item<int64_t>(), pr = peak / 16, pc = peak % 16;
@@ -409,14 +424,9 @@ TEST(Detector, PrototypeMaskOnAPlantedBlob) {
 TEST(Detector, TheClassBankGivesTheMapOfItsErrorMap) {
   // set_class() with a prototype bank: detect() computes eq. (14)'s error map itself, and the map
   // equals the one given that error map by hand.
-  torch::manual_seed(0);
-  EfficientNet net(EfficientNetConfig::b(0));
-  init_random_efficientnet(*net);
-  net->eval();
-  namespace F = torch::nn::functional;
-  const torch::Tensor shot = F::interpolate(textured(11), F::InterpolateFuncOptions().size(std::vector<int64_t>{128, 128}).mode(torch::kBilinear).align_corners(false));
-  torch::Tensor x = shot.clone();
-  x.narrow(2, 48, 24).narrow(3, 64, 24).fill_(1.0f);
+  EfficientNet net = random_efficientnet_b0();
+  const torch::Tensor shot = textured_shot_128();
+  const torch::Tensor x = with_blob(shot);
   OracleInpainter oracle(shot);
   InferenceSettings s;
   s.scales = {1, 2};

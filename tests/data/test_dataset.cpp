@@ -165,5 +165,21 @@ TEST(ImageIo, UnsupportedPixelDepthIsAFormatError) {
   }
 }
 
+// Only the documented formats reach OpenCV (a fuzz input sent GDCM's DICOM reader into a long
+// allocation: tests/fuzz/seeds/image/regression-gdcm-timeout). A PPM, which OpenCV would decode,
+// is refused by name.
+TEST(ImageIo, FormatsBeyondPngJpegBmpTiffAreRefusedBeforeDecoding) {
+  test::TempDir dir;
+  const std::string path = dir.file("tiny.ppm");
+  std::ofstream(path, std::ios::binary) << "P6\n2 2\n255\n" << std::string(12, '\x80');
+  try {
+    read_rgb_float(path);
+    FAIL() << "expected FormatError";
+  } catch (const FormatError& e) {
+    EXPECT_EQ(e.path(), path);
+    EXPECT_NE(std::string(e.what()).find("not a PNG, JPEG, BMP or TIFF"), std::string::npos) << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace anomalysd

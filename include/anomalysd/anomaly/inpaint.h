@@ -98,7 +98,7 @@ class Inpainter {
   virtual ~Inpainter() = default;
   // Per class, before its images: the prompt conditioning τ (§4.2) and the class's λ. Inpainters
   // without a diffusion model ignore it.
-  virtual void set_class(const PromptConditioning& conditioning, double strength) {}
+  virtual void set_class(const PromptConditioning& /*conditioning*/, double /*strength*/) {}
   // Called once per image before inpaint(): image [1, 3, H, W] in [0, 1]; `seed` fixes the start noise.
   virtual void begin_image(const torch::Tensor& image, uint64_t seed) = 0;
   // One batch of masks [M, 1, H, W] (1 = inpaint) -> inpainted images [M, 3, H, W] in [0, 1].
@@ -128,8 +128,7 @@ class SdInpainter : public Inpainter {
  private:
   SdPipeline& pipe_;
   int64_t steps_ = 50;
-  DenoisingSchedule schedule_;
-  bool class_set_ = false;
+  DenoisingSchedule schedule_;  // no timesteps until set_class()
   PromptConditioning conditioning_;
   torch::Tensor image_, image_latent_, noise_;
   // z° of the mask that covers the whole image: E(0)·sf, the same for every image of a size.
