@@ -127,28 +127,28 @@ class QuietStage {
 
 }  // namespace
 
-DemoSummary run_demo(const DemoOptions& o) {
+DemoSummary run_demo(const DemoOptions& options) {
   const auto start = std::chrono::steady_clock::now();
-  const Plan plan = plan_for(o.quick, o.plan);
-  const fs::path out(o.output), cache(o.cache);
-  const fs::path photos = o.photos.empty() ? cache / "photos" : fs::path(o.photos);
+  const Plan plan = plan_for(options.quick, options.plan);
+  const fs::path out(options.output), cache(options.cache);
+  const fs::path photos = options.photos.empty() ? cache / "photos" : fs::path(options.photos);
   fs::create_directories(out);
   // The config: the embedded demo config (or the file given), written beside the results.
-  const std::string config_file = o.config.empty() ? (out / "demo.yaml").string() : o.config;
-  if (o.config.empty()) write_file_atomically(config_file, embedded_demo_config());
+  const std::string config_file = options.config.empty() ? (out / "demo.yaml").string() : options.config;
+  if (options.config.empty()) write_file_atomically(config_file, embedded_demo_config());
   // The feature networks are the bootstrap's (random, or pre-trained on its images), beside its pipeline.
   const fs::path features = cache / "bootstrap" / "features";
   std::vector<std::string> overrides = {"features.efficientnet=" + (features / "efficientnet_b6.safetensors").string(),
                                         "features.alexnet=" + (features / "alexnet.safetensors").string(),
                                         "features.lpips=" + (features / "lpips.safetensors").string(),
                                         "resolution=" + std::to_string(plan.size)};
-  overrides.insert(overrides.end(), o.overrides.begin(), o.overrides.end());
+  overrides.insert(overrides.end(), options.overrides.begin(), options.overrides.end());
   const AppConfig config = load_app_config(config_file, overrides);
   apply_runtime(config.runtime);
   DemoSummary summary;
-  summary.output = o.output;
-  spdlog::info("demo: {} run, {}x{} images, {} thread(s); results in {}", o.quick ? "quick" : "full", plan.size, plan.size,
-               at::get_num_threads(), o.output);
+  summary.output = options.output;
+  spdlog::info("demo: {} run, {}x{} images, {} thread(s); results in {}", options.quick ? "quick" : "full", plan.size, plan.size,
+               at::get_num_threads(), options.output);
 
   // 1. data
   SyntheticOptions so;
@@ -170,7 +170,7 @@ DemoSummary run_demo(const DemoOptions& o) {
   std::string base;
   {
     QuietStage stage;
-    base = bootstrap(cache, photos, plan, config, config_file, o.rebuild, &bt);
+    base = bootstrap(cache, photos, plan, config, config_file, options.rebuild, &bt);
     summary.bootstrap_seconds = bt.total;
     summary.cache_used = bt.cached;
     if (bt.cached) {
@@ -290,7 +290,7 @@ DemoSummary run_demo(const DemoOptions& o) {
                                 {"finetune_seconds", summary.finetune_seconds}, {"eval_seconds", summary.eval_seconds},
                                 {"full_seconds_per_image", full.seconds_per_image}, {"cache_used", summary.cache_used},
                                 {"bootstrap", {{"data", bt.data}, {"features", bt.features}, {"vae", bt.vae}, {"unet", bt.unet}}}};
-  nlohmann::json all = {{"format", "anomalysd-demo"}, {"settings", nlohmann::json::array()}, {"timing", timing_json}, {"quick", o.quick}};
+  nlohmann::json all = {{"format", "anomalysd-demo"}, {"settings", nlohmann::json::array()}, {"timing", timing_json}, {"quick", options.quick}};
   for (const auto& r : summary.table) all["settings"].push_back(r.to_json());
   write_file_atomically((out / "metrics.json").string(), json_text(all));
   // The pictures of the full method, with the whole table.
@@ -312,8 +312,8 @@ DemoSummary run_demo(const DemoOptions& o) {
       ro.scales[cls] = {c.image, c.has_pixel ? c.pixel : c.image};
   {
     QuietStage stage;
-    write_report(o.output, samples, ro);
-    stage.done(fmt::format("demo 5/5 results: {}/table.md, metrics.json, report.png, report.html", o.output));
+    write_report(options.output, samples, ro);
+    stage.done(fmt::format("demo 5/5 results: {}/table.md, metrics.json, report.png, report.html", options.output));
   }
   // What the README claims of the demo, checked on every run: the full method above the
   // mean-image baseline at both levels.

@@ -54,37 +54,37 @@ RunResults mean_image_baseline(const std::string& dataset_root, const std::strin
   return evaluate_maps(m);
 }
 
-RunResults patch_nn_baseline(const PatchNnBaselineOptions& o) {
-  const Dataset dataset = load_dataset("folder", o.dataset_root);
-  const ShotSelection shots = read_shots_file(o.shots_file, dataset);
-  EfficientNet net = load_efficientnet(o.efficientnet, o.efficientnet_variant);
+RunResults patch_nn_baseline(const PatchNnBaselineOptions& options) {
+  const Dataset dataset = load_dataset("folder", options.dataset_root);
+  const ShotSelection shots = read_shots_file(options.shots_file, dataset);
+  EfficientNet net = load_efficientnet(options.efficientnet, options.efficientnet_variant);
   net->eval();
   PrototypeOptions prototype;
-  prototype.taps = o.taps;
-  prototype.rotations = o.rotations;
+  prototype.taps = options.taps;
+  prototype.rotations = options.rotations;
   for (const ClassData& c : dataset.classes) {
     const auto it = shots.shots.find(c.name);
-    if (it == shots.shots.end() || it->second.empty()) throw InputError(o.shots_file + ": no shots for class '" + c.name + "'");
+    if (it == shots.shots.end() || it->second.empty()) throw InputError(options.shots_file + ": no shots for class '" + c.name + "'");
     std::vector<torch::Tensor> shot_images;
-    for (const auto& p : it->second) shot_images.push_back(read_model_image(p, o.resolution).tensor);
+    for (const auto& p : it->second) shot_images.push_back(read_model_image(p, options.resolution).tensor);
     // The same bank the prototype mask builds (eq. 13): every shot under every rotation.
     const torch::Tensor bank = build_prototype_bank(net, torch::cat(shot_images, 0), prototype);
     for (const TestSample& s : c.test) {
-      const ModelImage image = read_model_image(s.image, o.resolution);
+      const ModelImage image = read_model_image(s.image, options.resolution);
       const torch::Tensor error = prototype_error(net, image.tensor, bank, prototype);  // eq. (14), [h, w]
       torch::Tensor map = F::interpolate(error.view({1, 1, error.size(0), error.size(1)}),
                                          F::InterpolateFuncOptions()
-                                             .size(std::vector<int64_t>{o.resolution, o.resolution})
+                                             .size(std::vector<int64_t>{options.resolution, options.resolution})
                                              .mode(torch::kBilinear)
                                              .align_corners(false));
-      map = gaussian_blur(map.view({o.resolution, o.resolution}), o.blur_sigma);
-      write_map(o.maps_dir, s, map_to_size(map, image.original.rows, image.original.cols));
+      map = gaussian_blur(map.view({options.resolution, options.resolution}), options.blur_sigma);
+      write_map(options.maps_dir, s, map_to_size(map, image.original.rows, image.original.cols));
     }
   }
   EvalMapsOptions m;
   m.dataset = "folder";
-  m.root = o.dataset_root;
-  m.maps = o.maps_dir;
+  m.root = options.dataset_root;
+  m.maps = options.maps_dir;
   m.method = "Baseline: patch nearest neighbour (PatchCore-style, EfficientNet-B6 bank)";
   m.setup = std::to_string(shots.k) + "-shot";
   return evaluate_maps(m);

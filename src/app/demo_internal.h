@@ -33,7 +33,7 @@ struct Plan {
   bool efficientnet_deep = false;
   // false: the feature networks keep seeded random weights (`init-weights`) and the bootstrap sees
   // synthetic images only; true: it also learns from the real photographs and pre-trains AlexNet,
-  // the LPIPS lins and EfficientNet-B6 (demo_features.cpp). Off by default: measured, features
+  // the LPIPS lins and EfficientNet-B6 (pretrain_features.cpp). Off by default: measured, features
   // pre-trained in a CPU minute score below random ones (README, "What the demo shows").
   bool pretrained_features = false;
   double feature_lr = 1e-3;
@@ -44,7 +44,7 @@ struct Plan {
   std::vector<int64_t> unet_channels{32, 64};
 };
 
-// The bootstrap's feature networks (demo_features.cpp).
+// The bootstrap's feature networks (pretrain_features.cpp).
 struct LabelledImages {
   torch::Tensor images;              // [N, 3, H, W] float32 in [0, 1]
   torch::Tensor labels;              // [N] int64, indices into classes
@@ -62,7 +62,7 @@ struct FeaturePaths {
   std::string alexnet, efficientnet, lpips;
 };
 // Trains AlexNet with the LPIPS lins, and EfficientNet-B6, from scratch on `data` (foreign regions +
-// class; demo_features.cpp) and writes them to `out`, each file's metadata saying how it was made.
+// class; pretrain_features.cpp) and writes them to `out`, each file's metadata saying how it was made.
 std::vector<FeatureNetReport> pretrain_feature_networks(const LabelledImages& data, const FeatureTrainPlan& alexnet_plan,
                                                         const FeatureTrainPlan& efficientnet_plan, uint64_t seed, const FeaturePaths& out);
 

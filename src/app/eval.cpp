@@ -127,36 +127,36 @@ ShotSelection read_shots_file(const std::string& path, const Dataset& dataset) {
   return s;
 }
 
-EvalSummary run_eval(const EvalOptions& o) {
-  if (o.shard_auto) return run_eval_auto(o);
+EvalSummary run_eval(const EvalOptions& options) {
+  if (options.shard_auto) return run_eval_auto(options);
   // Started as one of several ranks (torchrun, srun) without --shard auto, every rank would compute
   // every map into the same folder.
   const LaunchEnv env = read_launch_env();
-  if (env.distributed() && o.shard_count == 1)
+  if (env.distributed() && options.shard_count == 1)
     throw InputError("started as rank " + std::to_string(env.rank) + " of " + std::to_string(env.world_size) + " (" + env.launcher +
                      "): pass --shard auto to split the test images among the ranks (or --shard I/N per process)");
-  return run_eval_here(o);
+  return run_eval_here(options);
 }
 
 namespace eval_detail {
 
-EvalSummary run_eval_here(const EvalOptions& o) {
+EvalSummary run_eval_here(const EvalOptions& options) {
   const auto start = std::chrono::steady_clock::now();
-  const AppConfig config = load_app_config(o.config, o.overrides);
-  if (o.output.empty()) throw InputError("--output is required");
-  if (o.shard_count < 1 || o.shard_index < 0 || o.shard_index >= o.shard_count) throw InputError("--shard: expected I/N with 0 <= I < N");
-  const Dataset dataset = load_dataset(o.dataset, o.root, o.classes);
-  const std::string model_dir = model_dir_of(config, o.model);
+  const AppConfig config = load_app_config(options.config, options.overrides);
+  if (options.output.empty()) throw InputError("--output is required");
+  if (options.shard_count < 1 || options.shard_index < 0 || options.shard_index >= options.shard_count) throw InputError("--shard: expected I/N with 0 <= I < N");
+  const Dataset dataset = load_dataset(options.dataset, options.root, options.classes);
+  const std::string model_dir = model_dir_of(config, options.model);
 
   // 1. shots: sampled with the run's seed, or the record given (finetune's, or another run's)
   ShotSelection shots;
-  if (!o.shots_file.empty()) {
-    shots = read_shots_file(o.shots_file, dataset);
-    if (o.shots >= 0 && o.shots != shots.k)
-      throw InputError("--shots " + std::to_string(o.shots) + " but " + o.shots_file + " records k = " + std::to_string(shots.k));
+  if (!options.shots_file.empty()) {
+    shots = read_shots_file(options.shots_file, dataset);
+    if (options.shots >= 0 && options.shots != shots.k)
+      throw InputError("--shots " + std::to_string(options.shots) + " but " + options.shots_file + " records k = " + std::to_string(shots.k));
   } else {
-    if (o.shots < 0) throw InputError("give --shots K (or --shots-file)");
-    shots = sample_shots(dataset, o.shots, static_cast<uint64_t>(config.runtime.seed));
+    if (options.shots < 0) throw InputError("give --shots K (or --shots-file)");
+    shots = sample_shots(dataset, options.shots, static_cast<uint64_t>(config.runtime.seed));
   }
   const nlohmann::json shots_json = shots_to_json(shots, dataset.root);
   const fs::path model_shots = fs::path(model_dir) / "shots.json";
@@ -168,7 +168,7 @@ EvalSummary run_eval_here(const EvalOptions& o) {
     if (!same)
       spdlog::warn("!!! the model was fine-tuned on other shots than this evaluation uses ({} vs {}): its results are not the "
                    "paper's protocol. Pass --shots-file {} to evaluate on the images it was tuned on. !!!",
-                   model_shots.string(), o.shots_file.empty() ? "freshly sampled" : o.shots_file, model_shots.string());
+                   model_shots.string(), options.shots_file.empty() ? "freshly sampled" : options.shots_file, model_shots.string());
   }
 
   // 2. the test images of this run: limited (interleaving defects), then this shard's share
@@ -176,8 +176,8 @@ EvalSummary run_eval_here(const EvalOptions& o) {
   std::map<std::string, std::vector<TestSample>> per_class;
   for (const ClassData& c : dataset.classes) {
     std::vector<TestSample> list = interleaved_by_defect(c.test);
-    if (o.limit_per_class > 0 && static_cast<int64_t>(list.size()) > o.limit_per_class) list.resize(static_cast<std::size_t>(o.limit_per_class));
-    list = shard_of(list, o.shard_index, o.shard_count);
+    if (options.limit_per_class > 0 && static_cast<int64_t>(list.size()) > options.limit_per_class) list.resize(static_cast<std::size_t>(options.limit_per_class));
+    list = shard_of(list, options.shard_index, options.shard_count);
     per_class[c.name] = list;
     todo.insert(todo.end(), list.begin(), list.end());
   }
@@ -196,24 +196,24 @@ EvalSummary run_eval_here(const EvalOptions& o) {
   // 3. run.json: what determines the maps, hashed; a rerun with another hash is refused
   std::vector<std::string> class_names;
   for (const auto& c : dataset.classes) class_names.push_back(c.name);
-  const std::string setting = o.setting.empty() ? std::to_string(shots.k) + "-shot" : o.setting;
+  const std::string setting = options.setting.empty() ? std::to_string(shots.k) + "-shot" : options.setting;
   const nlohmann::json identity = {{"config", config_identity(config)}, {"model", fs::absolute(model_dir).lexically_normal().string()},
-                                   {"dataset", o.dataset}, {"classes", class_names}, {"shots", shots_json},
-                                   {"limit_per_class", o.limit_per_class}};
+                                   {"dataset", options.dataset}, {"classes", class_names}, {"shots", shots_json},
+                                   {"limit_per_class", options.limit_per_class}};
   const std::string hash = hex(fnv1a(json_compact(identity)));
-  const fs::path out(o.output);
+  const fs::path out(options.output);
   const fs::path run_json = out / "run.json";
   if (fs::is_regular_file(run_json)) {
     const nlohmann::json previous = read_json_file(run_json.string());
     const std::string before = previous.value("config_hash", "");
-    const bool same_shard = previous.value("shard", nlohmann::json::array({0, 1})) == nlohmann::json::array({o.shard_index, o.shard_count});
+    const bool same_shard = previous.value("shard", nlohmann::json::array({0, 1})) == nlohmann::json::array({options.shard_index, options.shard_count});
     if (before != hash || !same_shard) {
       const std::string differs = identity_differences(previous.value("identity", nlohmann::json()), identity);
-      if (!o.overwrite)
-        throw InputError(o.output + ": holds a run with another config, model, shots, numeric setup or shard (config hash " + before + ", now " +
+      if (!options.overwrite)
+        throw InputError(options.output + ": holds a run with another config, model, shots, numeric setup or shard (config hash " + before + ", now " +
                          hash + (differs.empty() ? std::string() : "; differs in: " + differs) +
                          "); rerun the same command to resume it, pass --overwrite to discard it, or choose another --output");
-      spdlog::warn("--overwrite: discarding the previous run in {}", o.output);
+      spdlog::warn("--overwrite: discarding the previous run in {}", options.output);
       for (const char* p : {"maps", "report", "variants"}) fs::remove_all(out / p);
       for (const char* f : {"scores.csv", "metrics.json", "metrics.csv", "table.md", "report.html", "report.png", "run.json", "shots.json",
                             "calibration.json"})
@@ -221,29 +221,29 @@ EvalSummary run_eval_here(const EvalOptions& o) {
     }
   }
   fs::create_directories(out / "maps");
-  if (const int n = remove_stale_temporaries(o.output)) spdlog::info("removed {} temporary file(s) of an interrupted run", n);
+  if (const int n = remove_stale_temporaries(options.output)) spdlog::info("removed {} temporary file(s) of an interrupted run", n);
   const nlohmann::json run = {{"format", "anomalysd-eval-run"},
                               {"config_hash", hash},
                               {"identity", identity},
                               {"config", config.to_yaml()},
                               {"model", model_dir},
-                              {"dataset", o.dataset},
-                              {"root", o.root},
+                              {"dataset", options.dataset},
+                              {"root", options.root},
                               {"classes", class_names},
                               {"k", shots.k},
                               {"shots", shots_json},
-                              {"limit_per_class", o.limit_per_class},
-                              {"shard", {o.shard_index, o.shard_count}},
+                              {"limit_per_class", options.limit_per_class},
+                              {"shard", {options.shard_index, options.shard_count}},
                               {"samples", sample_keys},
                               {"setting", setting},
-                              {"method", o.method},
+                              {"method", options.method},
                               {"versions", {{"anomalysd", project_version()}, {"libtorch", libtorch_version()}}}};
   write_file_atomically(run_json.string(), json_text(run));
   write_file_atomically((out / "shots.json").string(), json_text(shots_json));
 
   // 4. resume: an image is done when its map and its score are both there
-  const bool variants = o.ablation_maps && config.inference.multiscale && config.inference.prototype_mask && shots.k > 0;
-  if (o.ablation_maps && !variants)
+  const bool variants = options.ablation_maps && config.inference.multiscale && config.inference.prototype_mask && shots.k > 0;
+  if (options.ablation_maps && !variants)
     spdlog::warn("ablation maps need multi-scale and prototype masks and at least one shot; not written");
   std::map<std::string, double> scores;
   if (fs::is_regular_file(out / "scores.csv")) scores = read_scores_csv((out / "scores.csv").string());
@@ -266,15 +266,15 @@ EvalSummary run_eval_here(const EvalOptions& o) {
   for (const auto& s : todo)
     if (!done(s)) pending.push_back(s);
   EvalSummary summary;
-  summary.output = o.output;
+  summary.output = options.output;
   summary.images = static_cast<int64_t>(todo.size());
   summary.resumed = summary.images - static_cast<int64_t>(pending.size());
-  if (summary.resumed > 0) spdlog::info("resuming: {} of {} maps already in {}", summary.resumed, summary.images, o.output);
+  if (summary.resumed > 0) spdlog::info("resuming: {} of {} maps already in {}", summary.resumed, summary.images, options.output);
 
   // 5. per class once: conditioning, λ, prototype bank; per image: map and score
   if (!pending.empty()) {
     MethodRunner method(config, model_dir, shots.k > 0);
-    ProgressBar bar("eval " + o.dataset + " " + setting, static_cast<int64_t>(pending.size()), "img");
+    ProgressBar bar("eval " + options.dataset + " " + setting, static_cast<int64_t>(pending.size()), "img");
     std::string current;
     std::map<std::string, std::pair<double, int64_t>> class_time;
     for (const TestSample& s : pending) {
@@ -316,19 +316,19 @@ EvalSummary run_eval_here(const EvalOptions& o) {
 
   // 6. metrics on this run's maps and scores, tables, report
   EvalMapsOptions m;
-  m.dataset = o.dataset;
-  m.root = o.root;
+  m.dataset = options.dataset;
+  m.root = options.root;
   m.maps = (out / "maps").string();
   m.scores_csv = (out / "scores.csv").string();
   m.classes = class_names;
-  m.method = o.method;
+  m.method = options.method;
   m.setup = setting;
   m.subset = std::set<std::string>(sample_keys.begin(), sample_keys.end());
   RunResults results = evaluate_maps(m);
   std::vector<std::string> notes;
-  if (o.limit_per_class > 0) notes.push_back("first " + std::to_string(o.limit_per_class) + " test images per class (--limit-per-class)");
-  if (o.shard_count > 1)
-    notes.push_back("shard " + std::to_string(o.shard_index) + "/" + std::to_string(o.shard_count) +
+  if (options.limit_per_class > 0) notes.push_back("first " + std::to_string(options.limit_per_class) + " test images per class (--limit-per-class)");
+  if (options.shard_count > 1)
+    notes.push_back("shard " + std::to_string(options.shard_index) + "/" + std::to_string(options.shard_count) +
                     " only: merge the shards with `anomalysd merge-results` for the full metrics");
   for (std::size_t i = 0; i < notes.size(); ++i) results.note += (i ? "; " : "") + notes[i];
   results.config = run;
@@ -341,7 +341,7 @@ EvalSummary run_eval_here(const EvalOptions& o) {
   // 7. calibration.json: per class the thresholds behind the image and the pixel F1-max, for
   //    `infer --calibration` (not for one shard: it saw a part of the images).
   Calibration calibration;
-  if (o.shard_count == 1) {
+  if (options.shard_count == 1) {
     calibration = eval_calibration(results, scores, todo, calibration_identity(config, model_dir), shots);
     calibration.save((out / "calibration.json").string());
   }
@@ -356,10 +356,10 @@ EvalSummary run_eval_here(const EvalOptions& o) {
   std::map<std::string, std::vector<ReportSample>> report_samples;
   for (const auto& s : todo) report_samples[s.cls].push_back({s, scores.at(sample_key(s.cls, s.defect, s.id)), map_file(out, s)});
   ReportOptions ro;
-  ro.title = "AnomalySD on " + o.dataset + ", " + setting + " (" + o.method + ")";
+  ro.title = "AnomalySD on " + options.dataset + ", " + setting + " (" + options.method + ")";
   ro.tables_markdown = {results_table(results)};
   for (const auto& [cls, c] : calibration.classes) ro.scales[cls] = {c.image, c.has_pixel ? c.pixel : c.image};
-  write_report(o.output, report_samples, ro);
+  write_report(options.output, report_samples, ro);
 
   double computed_seconds = 0;
   for (const auto& [cls, secs] : summary.seconds_per_class)

@@ -43,7 +43,7 @@ Calibration eval_calibration(const RunResults& results, const std::map<std::stri
                              const nlohmann::json& identity, const ShotSelection& shots);
 
 // One run, or the shard --shard I/N names (eval.cpp); --shard auto (eval_shards.cpp).
-EvalSummary run_eval_here(const EvalOptions& o);
-EvalSummary run_eval_auto(const EvalOptions& o);
+EvalSummary run_eval_here(const EvalOptions& options);
+EvalSummary run_eval_auto(const EvalOptions& options);
 
 }  // namespace anomalysd::eval_detail

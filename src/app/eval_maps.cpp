@@ -28,10 +28,10 @@ std::string map_path(const std::string& maps, const TestSample& s) {
 }
 
 // The first of the map folders that holds the sample's map (the first folder's path if none does).
-std::string find_map(const EvalMapsOptions& o, const TestSample& s) {
-  const std::string first = map_path(o.maps, s);
+std::string find_map(const EvalMapsOptions& options, const TestSample& s) {
+  const std::string first = map_path(options.maps, s);
   if (fs::is_regular_file(first)) return first;
-  for (const auto& dir : o.extra_maps) {
+  for (const auto& dir : options.extra_maps) {
     const std::string p = map_path(dir, s);
     if (fs::is_regular_file(p)) return p;
   }
@@ -40,21 +40,21 @@ std::string find_map(const EvalMapsOptions& o, const TestSample& s) {
 
 }  // namespace
 
-RunResults evaluate_maps(const EvalMapsOptions& o) {
+RunResults evaluate_maps(const EvalMapsOptions& options) {
   const auto start = std::chrono::steady_clock::now();
-  const Dataset dataset = load_dataset(o.dataset, o.root, o.classes);
-  if (!fs::is_directory(o.maps)) throw FormatError(o.maps, "maps folder not found");
+  const Dataset dataset = load_dataset(options.dataset, options.root, options.classes);
+  if (!fs::is_directory(options.maps)) throw FormatError(options.maps, "maps folder not found");
   std::map<std::string, double> given_scores;
   std::vector<std::string> score_files;
-  if (!o.scores_csv.empty()) score_files.push_back(o.scores_csv);
-  score_files.insert(score_files.end(), o.extra_scores.begin(), o.extra_scores.end());
+  if (!options.scores_csv.empty()) score_files.push_back(options.scores_csv);
+  score_files.insert(score_files.end(), options.extra_scores.begin(), options.extra_scores.end());
   for (const auto& file : score_files)
     for (const auto& [key, v] : read_scores_csv(file)) {
       const auto [it, inserted] = given_scores.emplace(key, v);
       if (!inserted && it->second != v) throw FormatError(file, "score of " + key + " differs from another score file's");
     }
   const bool with_scores = !score_files.empty();
-  auto selected = [&](const TestSample& s) { return o.subset.empty() || o.subset.count(sample_key(s.cls, s.defect, s.id)) != 0; };
+  auto selected = [&](const TestSample& s) { return options.subset.empty() || options.subset.count(sample_key(s.cls, s.defect, s.id)) != 0; };
 
   // Every map must be there before any work starts.
   std::vector<std::string> missing;
@@ -63,10 +63,10 @@ RunResults evaluate_maps(const EvalMapsOptions& o) {
     for (const auto& s : c.test) {
       if (!selected(s)) continue;
       found.insert(sample_key(s.cls, s.defect, s.id));
-      if (!fs::is_regular_file(find_map(o, s))) missing.push_back(find_map(o, s));
+      if (!fs::is_regular_file(find_map(options, s))) missing.push_back(find_map(options, s));
     }
-  for (const auto& key : o.subset)
-    if (!found.count(key)) throw InputError("sample " + key + " is not a test image of the dataset at " + o.root);
+  for (const auto& key : options.subset)
+    if (!found.count(key)) throw InputError("sample " + key + " is not a test image of the dataset at " + options.root);
   if (!missing.empty()) {
     std::string list;
     for (std::size_t i = 0; i < missing.size() && i < 10; ++i) list += "\n  " + missing[i];
@@ -75,11 +75,11 @@ RunResults evaluate_maps(const EvalMapsOptions& o) {
   }
 
   RunResults results;
-  results.dataset = o.dataset;
-  results.method = o.method;
-  results.setup = o.setup;
-  results.config = {{"dataset", o.dataset}, {"root", o.root},          {"maps", o.maps},          {"scores_csv", o.scores_csv},
-                    {"eval_size", o.eval_size}, {"fpr_limit", o.fpr_limit}, {"classes", o.classes}};
+  results.dataset = options.dataset;
+  results.method = options.method;
+  results.setup = options.setup;
+  results.config = {{"dataset", options.dataset}, {"root", options.root},          {"maps", options.maps},          {"scores_csv", options.scores_csv},
+                    {"eval_size", options.eval_size}, {"fpr_limit", options.fpr_limit}, {"classes", options.classes}};
   for (const ClassData& full : dataset.classes) {
     ClassData c = full;
     c.test.clear();
@@ -97,8 +97,8 @@ RunResults evaluate_maps(const EvalMapsOptions& o) {
       if (mask.rows != h || mask.cols != w)
         throw FormatError(s.mask, "mask is " + std::to_string(mask.cols) + "x" + std::to_string(mask.rows) + " but its image is " +
                                       std::to_string(w) + "x" + std::to_string(h));
-      cv::Mat map = read_anomaly_map(find_map(o, s));
-      const cv::Size size = o.eval_size > 0 ? cv::Size(static_cast<int>(o.eval_size), static_cast<int>(o.eval_size)) : mask.size();
+      cv::Mat map = read_anomaly_map(find_map(options, s));
+      const cv::Size size = options.eval_size > 0 ? cv::Size(static_cast<int>(options.eval_size), static_cast<int>(options.eval_size)) : mask.size();
       if (map.size() != size) cv::resize(map, map, size, 0, 0, cv::INTER_LINEAR);
       if (mask.size() != size) cv::resize(mask, mask, size, 0, 0, cv::INTER_NEAREST);
       if (c.has_masks) pixels.add(map.ptr<float>(), mask.ptr<uint8_t>(), map.rows, map.cols);
@@ -122,7 +122,7 @@ RunResults evaluate_maps(const EvalMapsOptions& o) {
     r.image_ap = im.ap;
     r.image_f1_max = im.f1_max;
     if (c.has_masks) {
-      const PixelMetrics pm = pixels.compute(o.fpr_limit);
+      const PixelMetrics pm = pixels.compute(options.fpr_limit);
       r.pixel_auroc = pm.auroc;
       r.pixel_ap = pm.ap;
       r.pixel_f1_max = pm.f1_max;

@@ -54,15 +54,15 @@ BenchFigures bench_eval_maps(int64_t images, int64_t size, int64_t repeats) {
     fs::create_directories(root / "maps" / "synthetic" / "test" / defect);
     cv::imwrite((root / "maps" / "synthetic" / "test" / defect / (std::string(id) + ".tiff")).string(), map);
   }
-  EvalMapsOptions o;
-  o.dataset = "folder";
-  o.root = (root / "data").string();
-  o.maps = (root / "maps").string();
+  EvalMapsOptions options;
+  options.dataset = "folder";
+  options.root = (root / "data").string();
+  options.maps = (root / "maps").string();
   BenchFigures f;
   f.what = "eval-maps";
   f.batch = images;
   spdlog::info("bench eval-maps: {} test images at {}x{}", images, size, size);
-  time_runs(f, [&] { evaluate_maps(o); }, repeats);
+  time_runs(f, [&] { evaluate_maps(options); }, repeats);
   return f;
 }
 

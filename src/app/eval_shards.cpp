@@ -90,13 +90,13 @@ bool shard_finished(const std::string& folder, const std::string& hash, int64_t 
 
 // The merged metrics, table and report of the union of the shards, in `o.output`; with
 // --ablation-maps also the two ablations' metrics, in `o.output`/variants/<name>/.
-void merge_shards(const EvalOptions& o, int64_t count, EvalSummary& summary) {
+void merge_shards(const EvalOptions& options, int64_t count, EvalSummary& summary) {
   std::vector<std::string> folders;
-  for (int64_t i = 0; i < count; ++i) folders.push_back(shard_folder(o.output, i, count));
-  const std::vector<RunResults> merged = merge_runs(folders, o.output);
+  for (int64_t i = 0; i < count; ++i) folders.push_back(shard_folder(options.output, i, count));
+  const std::vector<RunResults> merged = merge_runs(folders, options.output);
   const RunResults& union_results = merged.at(0);
   // The report: every test image of the union, with its shard's score and map.
-  const Dataset dataset = load_dataset(o.dataset, o.root, o.classes);
+  const Dataset dataset = load_dataset(options.dataset, options.root, options.classes);
   std::map<std::string, std::string> by_key;  // sample key -> its shard's folder
   std::map<std::string, double> scores;
   for (const auto& folder : folders) {
@@ -121,12 +121,12 @@ void merge_shards(const EvalOptions& o, int64_t count, EvalSummary& summary) {
   const Calibration calibration =
       eval_calibration(union_results, scores, merged_samples, {{"model", shard_identity.at("model")}, {"config", shard_identity.at("config")}},
                        read_shots_file((fs::path(folders.at(0)) / "shots.json").string(), dataset));
-  calibration.save((fs::path(o.output) / "calibration.json").string());
+  calibration.save((fs::path(options.output) / "calibration.json").string());
   ReportOptions ro;
-  ro.title = "AnomalySD on " + o.dataset + ", " + union_results.setup + " (" + union_results.method + "), " + std::to_string(count) + " shards";
+  ro.title = "AnomalySD on " + options.dataset + ", " + union_results.setup + " (" + union_results.method + "), " + std::to_string(count) + " shards";
   ro.tables_markdown = {results_table(union_results)};
   for (const auto& [cls, c] : calibration.classes) ro.scales[cls] = {c.image, c.has_pixel ? c.pixel : c.image};
-  write_report(o.output, report_samples, ro);
+  write_report(options.output, report_samples, ro);
   summary.results = union_results;
   summary.merged = true;
   summary.variant_results.clear();
@@ -135,8 +135,8 @@ void merge_shards(const EvalOptions& o, int64_t count, EvalSummary& summary) {
     for (const auto& folder : folders) every = every && fs::is_regular_file(fs::path(folder) / "variants" / v.name / "scores.csv");
     if (!every) continue;
     EvalMapsOptions m;
-    m.dataset = o.dataset;
-    m.root = o.root;
+    m.dataset = options.dataset;
+    m.root = options.root;
     m.classes = union_results.config.value("classes", std::vector<std::string>{});
     m.setup = union_results.setup;
     for (std::size_t i = 0; i < folders.size(); ++i) {
@@ -145,19 +145,19 @@ void merge_shards(const EvalOptions& o, int64_t count, EvalSummary& summary) {
       (i == 0 ? m.scores_csv : m.extra_scores.emplace_back()) = (dir / "scores.csv").string();
     }
     for (const auto& [key, folder] : by_key) m.subset.insert(key);
-    summary.variant_results.push_back(write_variant_results(m, union_results, v, o.output));
+    summary.variant_results.push_back(write_variant_results(m, union_results, v, options.output));
   }
-  spdlog::info("merged {} shard(s) into {}/{{metrics.json, metrics.csv, table.md, calibration.json, report.html, report.png}}{}", count, o.output,
+  spdlog::info("merged {} shard(s) into {}/{{metrics.json, metrics.csv, table.md, calibration.json, report.html, report.png}}{}", count, options.output,
                summary.variant_results.empty() ? "" : " and variants/*/metrics.json");
 }
 
 }  // namespace
 
-EvalSummary run_eval_auto(const EvalOptions& o) {
-  const AppConfig config = load_app_config(o.config, o.overrides);
+EvalSummary run_eval_auto(const EvalOptions& options) {
+  const AppConfig config = load_app_config(options.config, options.overrides);
   const LaunchEnv env = read_launch_env();
   const ArrayTask array = read_array_task();
-  EvalOptions part = o;
+  EvalOptions part = options;
   part.shard_auto = false;
   if (!env.distributed() && array.count == 0) {
     spdlog::info("--shard auto: a single process and no job array; evaluating every test image here");
@@ -166,7 +166,7 @@ EvalSummary run_eval_auto(const EvalOptions& o) {
   const bool group_job = env.distributed();
   part.shard_index = group_job ? env.rank : array.index;
   part.shard_count = group_job ? env.world_size : array.count;
-  part.output = shard_folder(o.output, part.shard_index, part.shard_count);
+  part.output = shard_folder(options.output, part.shard_index, part.shard_count);
   // Device and threads per rank (neither is part of the maps' identity).
   const RuntimeConfig rank_runtime = runtime_for_rank(config.runtime, env);
   if (rank_runtime.device != config.runtime.device) part.overrides.push_back("device=" + rank_runtime.device);
@@ -177,24 +177,24 @@ EvalSummary run_eval_auto(const EvalOptions& o) {
   try {
     EvalSummary summary = run_eval_here(part);
     summary.shard_output = part.output;
-    summary.output = o.output;
+    summary.output = options.output;
     const std::string hash = read_json_file((fs::path(part.output) / "run.json").string()).value("config_hash", "");
     if (group_job) {
       group->barrier("eval-shards-done");  // as long as the others are alive, however long their shards take
-      if (group->is_main()) merge_shards(o, part.shard_count, summary);
+      if (group->is_main()) merge_shards(options, part.shard_count, summary);
       group->finish();
       return summary;
     }
     // A job array has no group: the task that finds every shard finished writes the union.
     std::vector<int64_t> pending;
     for (int64_t i = 0; i < part.shard_count; ++i)
-      if (!shard_finished(shard_folder(o.output, i, part.shard_count), hash, i, part.shard_count)) pending.push_back(i);
+      if (!shard_finished(shard_folder(options.output, i, part.shard_count), hash, i, part.shard_count)) pending.push_back(i);
     if (pending.empty()) {
-      merge_shards(o, part.shard_count, summary);
+      merge_shards(options, part.shard_count, summary);
     } else {
       spdlog::info("shard {}/{} done; {} shard(s) still running or not started (first: {}); the last task to finish writes the merged table "
                    "(or run: anomalysd merge-results {}/shards/* --output {})",
-                   part.shard_index, part.shard_count, pending.size(), pending.front(), o.output, o.output);
+                   part.shard_index, part.shard_count, pending.size(), pending.front(), options.output, options.output);
     }
     return summary;
   } catch (const std::exception& e) {

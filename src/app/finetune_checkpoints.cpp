@@ -20,14 +20,8 @@ namespace fs = std::filesystem;
 
 namespace finetune_detail {
 
-namespace {
-
-std::string stash_prefix(int part) { return std::string("done.") + part_name(part) + "."; }
-
-}  // namespace
-
 std::string training_identity(const AppConfig& c, const std::string& base, const nlohmann::json& shots, const std::string& dataset) {
-  TrainConfig t = c.train;
+  TrainSettings t = c.train;
   t.save_every = 0;
   t.keep = 0;
   t.log_every = 0;
@@ -58,48 +52,7 @@ Progress checkpoint_progress(const nlohmann::json& info) {
   return p;
 }
 
-void Trainer::stash_part_state(int part) {
-  if (!adam_) return;
-  const std::string prefix = stash_prefix(part);
-  for (auto& [k, v] : adam_->state()) stashed_[prefix + "adam." + k] = v.detach().to(torch::kCPU).clone();
-  if (ema_) {
-    for (auto& [k, v] : ema_->state()) stashed_[prefix + k] = v.detach().to(torch::kCPU).clone();
-    for (const auto& p : adam_->params()) stashed_[prefix + "raw." + p.name] = p.tensor.detach().to(torch::kCPU).clone();
-  }
-  stashed_steps_[part_name(part)] = adam_->steps();
-}
-
-void Trainer::restore_part_state(int part) {
-  const std::string prefix = stash_prefix(part);
-  std::map<std::string, torch::Tensor> state, adam_state;
-  for (auto it = stashed_.begin(); it != stashed_.end();) {
-    if (it->first.rfind(prefix, 0) == 0) {
-      state[it->first.substr(prefix.size())] = it->second;
-      it = stashed_.erase(it);  // live again: the optimizer holds it now
-    } else {
-      ++it;
-    }
-  }
-  for (const auto& [k, v] : state)
-    if (k.rfind("adam.", 0) == 0) adam_state[k.substr(5)] = v;
-  if (adam_state.empty()) {
-    spdlog::warn("{}: holds no optimizer state of the {} part; Adam restarts from zero moments", resume_from_, part_name(part));
-    return;
-  }
-  adam_->load_state(adam_state, stashed_steps_.value(part_name(part), int64_t(0)));
-  if (ema_) {
-    ema_->load_state(state);
-    torch::NoGradGuard no_grad;
-    for (const auto& p : adam_->params()) {
-      const auto raw = state.find("raw." + p.name);
-      if (raw == state.end()) throw FormatError(resume_from_, "training state lacks the raw weight 'raw." + p.name + "' of the EMA run");
-      p.tensor.copy_(raw->second);
-    }
-  }
-  spdlog::info("restored the {} optimizer state at its step {}", part_name(part), part == kUnet ? done_.unet : done_.decoder);
-}
-
-void Trainer::save_checkpoint(int part) {
+void FinetuneRun::save_checkpoint(int part) {
   const int64_t next_step = done_.total();
   // Several ranks: rank 0 saves what every rank holds; the others wait at the barrier meanwhile.
   check_ranks_agree(next_step);
@@ -107,41 +60,32 @@ void Trainer::save_checkpoint(int part) {
     pg_->barrier("checkpoint-" + std::to_string(next_step));
     return;
   }
-  const fs::path dir = fs::path(o_.output) / "checkpoints";
+  const fs::path dir = fs::path(options_.output) / "checkpoints";
   fs::create_directories(dir);
   char name[32];
   std::snprintf(name, sizeof name, "step-%07lld", static_cast<long long>(next_step));
-  std::map<std::string, torch::Tensor> state = stashed_;  // the parts left behind
-  if (adam_)
-    for (auto& [k, v] : adam_->state()) state["adam." + k] = v.detach().to(torch::kCPU).clone();
-  const auto params = adam_ ? adam_->params() : std::vector<NamedParameter>{};
-  if (ema_) {
-    for (auto& [k, v] : ema_->state()) state[k] = v.detach().to(torch::kCPU).clone();  // copies: swap_into changes the shadows
-    for (const auto& p : params) state["raw." + p.name] = p.tensor.detach().to(torch::kCPU).clone();  // a copy: the swap below changes p
-  }
+  std::map<std::string, torch::Tensor> state = trainer_->state_tensors();  // every part's optimizer state
   if (state.empty()) state["none"] = torch::zeros({1});
-  const nlohmann::json info = {{"format", "anomalysd-training-state"}, {"next_step", next_step}, {"part", part_name(part)},
-                               {"adam_steps", adam_ ? adam_->steps() : 0}, {"stashed_adam_steps", stashed_steps_},
-                               {"train_hash", hash_}, {"unet_steps", unet_steps_}, {"decoder_steps", decoder_steps_},
-                               {"unet_done", done_.unet}, {"decoder_done", done_.decoder}, {"base", base_},
-                               {"loss_scale", loss_scale_}, {"good_steps", good_steps_}, {"world_size", pg_->world_size()},
-                               {"versions", {{"anomalysd", project_version()}, {"libtorch", libtorch_version()}}}};
+  nlohmann::json info = {{"format", "anomalysd-training-state"}, {"next_step", next_step}, {"train_hash", hash_},
+                         {"unet_steps", unet_steps_}, {"decoder_steps", decoder_steps_}, {"unet_done", done_.unet},
+                         {"decoder_done", done_.decoder}, {"base", base_}, {"world_size", pg_->world_size()},
+                         {"versions", {{"anomalysd", project_version()}, {"libtorch", libtorch_version()}}}};
+  info.update(trainer_->state_record());
+  info["part"] = part_name(part);
   PipelineWrite w;
   w.base = base_;
   w.target = (dir / name).string();
-  w.variant = o_.save_variant;
+  w.variant = options_.save_variant;
   w.text_files = {{"shots.json", json_text(shots_json_)}, {"training_state.json", json_text(info)}};
   w.tensor_files = {{"training_state.safetensors", state}};
-  if (ema_) ema_->swap_into(params);  // the folder holds the averaged weights
-  write_pipeline_folder(w, pipe_.unet, pipe_.vae);
-  if (ema_) ema_->swap_into(params);
+  trainer_->with_averaged_weights([&] { write_pipeline_folder(w, pipe_.unet, pipe_.vae); });  // the folder holds them
   // keep the newest `keep`
   std::vector<std::string> all;
   for (const auto& e : fs::directory_iterator(dir))
     if (e.is_directory() && e.path().filename().string().rfind("step-", 0) == 0) all.push_back(e.path().string());
   std::sort(all.begin(), all.end());
   for (std::size_t i = 0; i + static_cast<std::size_t>(config_.train.keep) < all.size(); ++i) fs::remove_all(all[i]);
-  write_loss_plot((fs::path(o_.output) / "loss.png").string(), log_);
+  write_loss_plot((fs::path(options_.output) / "loss.png").string(), log_);
   spdlog::info("checkpoint: {}", w.target);
   pg_->barrier("checkpoint-" + std::to_string(next_step));
 }

@@ -1,6 +1,6 @@
-// The parts of `anomalysd finetune` (app/finetune.h), shared by its three files: the loop and its
-// data (finetune.cpp), checkpoints and resume (finetune_checkpoints.cpp), the loss log and its
-// plot (finetune_log.cpp). Private to the library.
+// The parts of `anomalysd finetune` (app/finetune.h), shared by its three files: the command
+// around train/trainer.h's loop (finetune.cpp), checkpoints and resume (finetune_checkpoints.cpp),
+// the loss log and its plot (finetune_log.cpp). Private to the library.
 #pragma once
 
 #include <cstdint>
@@ -16,28 +16,12 @@
 #include "anomalysd/app/finetune.h"
 #include "anomalysd/core/app_config.h"
 #include "anomalysd/core/distributed.h"
-#include "anomalysd/data/dataset.h"
-#include "anomalysd/models/alexnet_lpips.h"
-#include "anomalysd/models/sd_pipeline.h"
 #include "anomalysd/core/runtime.h"
-#include "anomalysd/train/optim.h"
+#include "anomalysd/data/dataset.h"
+#include "anomalysd/models/sd_pipeline.h"
+#include "anomalysd/train/trainer.h"
 
 namespace anomalysd::finetune_detail {
-
-enum Part : int { kUnet = 0, kDecoder = 1 };
-inline const char* part_name(int p) { return p == kUnet ? "unet" : "decoder"; }
-
-struct Shot {
-  std::string cls, path;
-  torch::Tensor image;       // [1, 3, R, R] in [0, 1]
-  torch::Tensor foreground;  // [1, 1, R, R] 0/1
-  std::vector<std::string> prompts;
-};
-
-struct Batch {
-  torch::Tensor images, masks, timesteps, noise;
-  std::vector<std::string> prompts;
-};
 
 // One logged step: global step, part, loss.
 using LoggedStep = std::tuple<int64_t, int, double>;
@@ -61,61 +45,57 @@ struct Progress {
 };
 Progress checkpoint_progress(const nlohmann::json& info);
 
-class Trainer {
+// The trainer's gradient sum over the ranks of this job's process group.
+class ProcessGroupReducer : public GradientReducer {
+ public:
+  explicit ProcessGroupReducer(ProcessGroup& group) : group_(group) {}
+  int rank() const override { return group_.rank(); }
+  int world_size() const override { return group_.world_size(); }
+  void all_reduce_sum(std::vector<torch::Tensor>& tensors, const std::string& what) override { group_.all_reduce_sum(tensors, what); }
+
+ private:
+  ProcessGroup& group_;
+};
+
+// The `finetune` command around train/'s Trainer: the dataset and its shots, the output folder,
+// resume decisions, checkpoints, the loss log, and the ranks kept in agreement.
+class FinetuneRun {
  public:
   // `group`: the ranks that train together (a single-process group when not launched as several).
-  Trainer(const AppConfig& config, const FinetuneOptions& o, std::shared_ptr<ProcessGroup> group)
-      : config_(config), o_(o), pg_(std::move(group)) {}
+  FinetuneRun(const AppConfig& config, const FinetuneOptions& options, std::shared_ptr<ProcessGroup> group)
+      : config_(config), options_(options), pg_(std::move(group)), reducer_(*pg_) {}
   FinetuneSummary run();
 
  private:
-  // data (finetune.cpp)
-  void load_data(const Dataset& dataset, const ShotSelection& shots);
-  std::vector<int64_t> permutation(int part, int64_t epoch) const;
-  Batch make_batch(int part, int64_t first_index, int64_t n);
-  torch::Tensor contexts(const std::vector<std::string>& prompts);
-  std::vector<NamedParameter> part_parameters(int part);
-  void set_trainable(int part);
+  // finetune.cpp
+  std::vector<TrainingShot> load_shots(const Dataset& dataset, const ShotSelection& shots) const;
+  int64_t steps_for(const char* what, int64_t steps, int64_t epochs, int64_t images) const;
   void save_masks();
   void enter_part(int part, int64_t local);
-  double train_step(int part, int64_t local, double* mse, double* lpips, double* grad_norm);
-  int64_t steps_for(const char* what, int64_t steps, int64_t epochs) const;
-  // several ranks: rank 0's weights everywhere, and the check that every rank still holds them
-  void synchronize_weights();
+  void synchronize_weights();  // several ranks: rank 0's weights everywhere
   void prepare_output();
-  void check_ranks_agree(int64_t step);
+  void check_ranks_agree(int64_t step);  // … and that every rank still holds them
+  StepResult train_step(int64_t local);  // the current part's
 
-  // checkpoints (finetune_checkpoints.cpp)
+  // finetune_checkpoints.cpp
   void save_checkpoint(int part);
-  void stash_part_state(int part);
-  void restore_part_state(int part);
 
   AppConfig config_;
-  FinetuneOptions o_;
+  FinetuneOptions options_;
   std::shared_ptr<ProcessGroup> pg_;
+  ProcessGroupReducer reducer_;
   Runtime rt_;
   std::string base_;
   SdPipeline pipe_;
-  Lpips lpips_{nullptr};
-  std::vector<Shot> shots_;
+  std::unique_ptr<Trainer> trainer_;
   nlohmann::json shots_json_;
   std::string hash_;
-  std::map<std::string, torch::Tensor> context_cache_;
-  std::unique_ptr<Adam> adam_;
-  std::unique_ptr<Ema> ema_;
-  int current_part_ = -1;
   int64_t unet_steps_ = 0, decoder_steps_ = 0;  // the totals of this run
   Progress done_;                               // steps done per part
   std::vector<LoggedStep> log_;
-  double loss_scale_ = 65536.0;  // fp16 autocast only
-  int64_t good_steps_ = 0;
-  // The resumed checkpoint: its folder, record and tensors (loaded once, when a part needs them).
+  // The resumed checkpoint: its folder and record.
   std::string resume_from_;
   nlohmann::json state_info_ = nlohmann::json::object();
-  // The optimizer state (Adam, EMA shadows, raw weights) of a part left behind, kept in every later
-  // checkpoint so that a finished run can continue that part to a larger total: "<part>.adam.*" …
-  std::map<std::string, torch::Tensor> stashed_;
-  nlohmann::json stashed_steps_ = nlohmann::json::object();  // part -> Adam steps
 };
 
 }  // namespace anomalysd::finetune_detail

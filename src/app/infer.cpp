@@ -105,45 +105,45 @@ ScoreScale with_threshold(ScoreScale s, double threshold) {
   return s;
 }
 
-Decision decide(const InferOptions& o, const nlohmann::json& identity, const std::vector<std::string>& shot_ids) {
+Decision decide(const InferOptions& options, const nlohmann::json& identity, const std::vector<std::string>& shot_ids) {
   Decision d;
-  if (!(o.sensitivity >= 0.0 && o.sensitivity <= 1.0)) throw InputError("--sensitivity must be in [0, 1] (0.5 = the calibrated threshold)");
-  for (const auto& [name, v] : {std::pair{"--threshold", o.threshold}, {"--pixel-threshold", o.pixel_threshold}})
+  if (!(options.sensitivity >= 0.0 && options.sensitivity <= 1.0)) throw InputError("--sensitivity must be in [0, 1] (0.5 = the calibrated threshold)");
+  for (const auto& [name, v] : {std::pair{"--threshold", options.threshold}, {"--pixel-threshold", options.pixel_threshold}})
     if (std::isinf(v)) throw InputError(std::string(name) + " must be finite");
-  d.sensitivity = o.sensitivity;
+  d.sensitivity = options.sensitivity;
   std::vector<std::string> sources;
   bool has_pixel = false;
-  if (!o.calibration.empty()) {
-    const ClassCalibration c = calibration_for(Calibration::load(o.calibration), o.calibration, identity, o.cls, shot_ids);
+  if (!options.calibration.empty()) {
+    const ClassCalibration c = calibration_for(Calibration::load(options.calibration), options.calibration, identity, options.cls, shot_ids);
     d.labelled = true;
     d.image = c.image;
     has_pixel = c.has_pixel;
     if (c.has_pixel) d.pixel = c.pixel;
-    sources.push_back("calibration " + o.calibration + " (" + c.method + ", " + std::to_string(c.normal_images) + " normal and " +
+    sources.push_back("calibration " + options.calibration + " (" + c.method + ", " + std::to_string(c.normal_images) + " normal and " +
                       std::to_string(c.anomalous_images) + " anomalous image(s))");
   }
-  if (!std::isnan(o.threshold)) {
-    d.image = d.labelled ? with_threshold(d.image, o.threshold) : scale_around(o.threshold);
+  if (!std::isnan(options.threshold)) {
+    d.image = d.labelled ? with_threshold(d.image, options.threshold) : scale_around(options.threshold);
     d.labelled = true;
     sources.push_back("--threshold");
   }
-  if (!std::isnan(o.pixel_threshold)) {
+  if (!std::isnan(options.pixel_threshold)) {
     if (!d.labelled) throw InputError("--pixel-threshold needs an image threshold too (--threshold or --calibration)");
-    d.pixel = has_pixel ? with_threshold(d.pixel, o.pixel_threshold) : scale_around(o.pixel_threshold);
+    d.pixel = has_pixel ? with_threshold(d.pixel, options.pixel_threshold) : scale_around(options.pixel_threshold);
     has_pixel = true;
     sources.push_back("--pixel-threshold");
   }
   if (!d.labelled) {
-    if (o.sensitivity != 0.5) throw InputError("--sensitivity shifts a threshold: give --calibration or --threshold");
+    if (options.sensitivity != 0.5) throw InputError("--sensitivity shifts a threshold: give --calibration or --threshold");
     return d;
   }
   // Without a pixel threshold the image one cuts the map: an image's score is its map's maximum,
   // so the predicted regions are what raised the alarm.
   if (!has_pixel) d.pixel = d.image;
-  d.image_cut = d.image.threshold_at_sensitivity(o.sensitivity);
-  d.pixel_cut = d.pixel.threshold_at_sensitivity(o.sensitivity);
+  d.image_cut = d.image.threshold_at_sensitivity(options.sensitivity);
+  d.pixel_cut = d.pixel.threshold_at_sensitivity(options.sensitivity);
   for (std::size_t i = 0; i < sources.size(); ++i) d.source += (i ? " + " : "") + sources[i];
-  if (o.sensitivity != 0.5) d.source += ", sensitivity " + number_text(o.sensitivity);
+  if (options.sensitivity != 0.5) d.source += ", sensitivity " + number_text(options.sensitivity);
   return d;
 }
 
@@ -189,8 +189,8 @@ struct Record {
 // The whole run: outputs, resume state and the per-image step.
 class InferRun {
  public:
-  InferRun(const InferOptions& o, const AppConfig& config, Decision decision, nlohmann::json identity)
-      : o_(o), config_(config), decision_(std::move(decision)), identity_(std::move(identity)), out_(o.output) {}
+  InferRun(const InferOptions& options, const AppConfig& config, Decision decision, nlohmann::json identity)
+      : options_(options), config_(config), decision_(std::move(decision)), identity_(std::move(identity)), out_(options.output) {}
 
   // Refuses or discards another run in the folder; loads this run's records.
   void open(const std::string& model_dir, const std::vector<std::string>& shots) {
@@ -202,15 +202,15 @@ class InferRun {
     const bool same = previous.is_object() && previous.value("identity", nlohmann::json()) == identity_;
     if (exists && !same) {
       const bool empty = fs::is_directory(out_, ec) && fs::is_empty(out_, ec);
-      if (!o_.overwrite && !empty) {
+      if (!options_.overwrite && !empty) {
         const std::string differs = previous.is_object() ? identity_differences(previous.value("identity", nlohmann::json()), identity_) : "";
-        throw InputError(o_.output + (previous.is_object() ? ": holds an infer run with another config, model, class, shots or decision" +
+        throw InputError(options_.output + (previous.is_object() ? ": holds an infer run with another config, model, class, shots or decision" +
                                                                  (differs.empty() ? std::string() : " (differs in: " + differs + ")")
                                                            : std::string(": the output folder exists and holds no infer run")) +
                          "; rerun the same command to resume it, pass --overwrite to discard it, or choose another --output");
       }
       if (!empty) {
-        spdlog::warn("--overwrite: discarding what {} held", o_.output);
+        spdlog::warn("--overwrite: discarding what {} held", options_.output);
         for (const char* p : {"maps", "overlays", "masks", "inpainted"}) fs::remove_all(out_ / p);
         for (const char* f : {"run.json", "results.jsonl", "scores.csv", "scores.json"}) fs::remove(out_ / f);
       }
@@ -218,20 +218,20 @@ class InferRun {
     for (const char* p : {"maps", "overlays"}) fs::create_directories(out_ / p);
     if (decision_.labelled) fs::create_directories(out_ / "masks");
     if (config_.inference.save_inpainted) fs::create_directories(out_ / "inpainted");
-    if (const int n = remove_stale_temporaries(o_.output)) spdlog::info("removed {} temporary file(s) of an interrupted run", n);
+    if (const int n = remove_stale_temporaries(options_.output)) spdlog::info("removed {} temporary file(s) of an interrupted run", n);
 
     // Colours: a threshold's scale, or one fixed for the whole run (given, or from its first image).
     if (decision_.labelled) {
       colours_ = decision_.pixel;
-    } else if (!std::isnan(o_.map_max)) {
-      if (!(o_.map_max > 0)) throw InputError("--map-max must be > 0");
-      colours_ = {o_.map_max / 2, 0.0, o_.map_max};
+    } else if (!std::isnan(options_.map_max)) {
+      if (!(options_.map_max > 0)) throw InputError("--map-max must be > 0");
+      colours_ = {options_.map_max / 2, 0.0, options_.map_max};
     } else if (previous.is_object() && same && previous.contains("colour_scale") && previous["colour_scale"].is_object()) {
       colours_ = {previous["colour_scale"].value("threshold", 0.0), 0.0, previous["colour_scale"].value("high", 0.0)};
     }
-    run_ = {{"format", "anomalysd-infer-run"}, {"identity", identity_},      {"class", o_.cls},
+    run_ = {{"format", "anomalysd-infer-run"}, {"identity", identity_},      {"class", options_.cls},
             {"model", model_dir},            {"shots", shots},              {"decision", decision_.to_json()},
-            {"config", config_.to_yaml()},   {"input", o_.input}};
+            {"config", config_.to_yaml()},   {"input", options_.input}};
     if (colours_) run_["colour_scale"] = {{"threshold", colours_->threshold}, {"high", colours_->high}};
     write_file_atomically(run_json.string(), json_text(run_));
 
@@ -348,7 +348,7 @@ class InferRun {
   void write_report(const MethodRunner* method, const InferSummary& summary, const std::vector<std::string>& shots) {
     nlohmann::json rows = nlohmann::json::array();
     for (const auto& rel : order_) rows.push_back(index_.at(rel).json);
-    nlohmann::json report = {{"class", o_.cls},
+    nlohmann::json report = {{"class", options_.cls},
                              {"model", run_.value("model", "")},
                              {"shots", shots},
                              {"images", rows},
@@ -377,7 +377,7 @@ class InferRun {
     return s;
   }
 
-  const InferOptions& o_;
+  const InferOptions& options_;
   const AppConfig& config_;
   Decision decision_;
   nlohmann::json identity_, run_;
@@ -390,12 +390,12 @@ class InferRun {
   std::unique_ptr<LineLog> results_log_, csv_log_;
 };
 
-bool stopped(const InferOptions& o) { return o.stop && o.stop->load(); }
+bool stopped(const InferOptions& options) { return options.stop && options.stop->load(); }
 
 // Sleeps up to `seconds`, waking early when asked to stop.
-void idle(const InferOptions& o, double seconds) {
+void idle(const InferOptions& options, double seconds) {
   const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  while (!stopped(o) && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  while (!stopped(options) && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(20));
 }
 
 // Moves a finished image under `dir`, keeping its relative path (copy + remove across devices).
@@ -450,70 +450,70 @@ std::vector<std::string> list_images(const std::string& folder_or_file, bool rec
   return out;
 }
 
-InferSummary run_infer(const InferOptions& o) {
+InferSummary run_infer(const InferOptions& options) {
   const auto start = std::chrono::steady_clock::now();
   // 1. options and inputs
-  const AppConfig config = load_app_config(o.config, o.overrides);
-  if (o.cls.empty()) throw InputError("--class is required (it selects the prompts and λ)");
-  if (o.output.empty()) throw InputError("--output is required");
-  const fs::path input(o.input);
+  const AppConfig config = load_app_config(options.config, options.overrides);
+  if (options.cls.empty()) throw InputError("--class is required (it selects the prompts and λ)");
+  if (options.output.empty()) throw InputError("--output is required");
+  const fs::path input(options.input);
   std::error_code ec;
   const bool folder = fs::is_directory(input, ec);
-  if (o.watch && !folder) throw InputError("--watch needs a folder: " + o.input + " is not one");
-  if (!o.move_done.empty() && !o.watch) throw InputError("--move-done goes with --watch");
-  if (o.watch && !(o.settle_seconds >= 0 && o.poll_seconds > 0)) throw InputError("--settle must be >= 0 and the poll interval > 0");
-  const std::vector<std::string> exclude = {o.output, o.move_done};
-  const std::vector<std::string> inputs = list_images(o.input, o.recursive, exclude);
-  if (inputs.empty() && !o.watch) throw FormatError(o.input, "holds no images (PNG, JPEG, BMP or TIFF)");
-  const std::vector<std::string> shots = o.shots.empty() ? std::vector<std::string>{} : list_images(o.shots);
-  if (!o.shots.empty() && shots.empty()) throw FormatError(o.shots, "holds no shot images");
+  if (options.watch && !folder) throw InputError("--watch needs a folder: " + options.input + " is not one");
+  if (!options.move_done.empty() && !options.watch) throw InputError("--move-done goes with --watch");
+  if (options.watch && !(options.settle_seconds >= 0 && options.poll_seconds > 0)) throw InputError("--settle must be >= 0 and the poll interval > 0");
+  const std::vector<std::string> exclude = {options.output, options.move_done};
+  const std::vector<std::string> inputs = list_images(options.input, options.recursive, exclude);
+  if (inputs.empty() && !options.watch) throw FormatError(options.input, "holds no images (PNG, JPEG, BMP or TIFF)");
+  const std::vector<std::string> shots = options.shots.empty() ? std::vector<std::string>{} : list_images(options.shots);
+  if (!options.shots.empty() && shots.empty()) throw FormatError(options.shots, "holds no shot images");
   auto relative = [&](const std::string& file) {
     if (!folder) return fs::path(file).filename().string();
     return fs::path(file).lexically_normal().lexically_relative(input.lexically_normal()).generic_string();
   };
 
   // 2. the decision, checked against this model, config and shots before anything is written
-  const std::string model_dir = model_dir_of(config, o.model);
+  const std::string model_dir = model_dir_of(config, options.model);
   const std::vector<std::string> shot_ids = image_set_identity(shots);
   const nlohmann::json calib_identity = calibration_identity(config, model_dir);
-  const Decision decision = decide(o, calib_identity, shot_ids);
+  const Decision decision = decide(options, calib_identity, shot_ids);
   if (decision.labelled) spdlog::info("decision: {}; image threshold {:.6g} (raw), pixel threshold {:.6g}", decision.source, decision.image_cut, decision.pixel_cut);
 
   // 3. the output folder: a new run, or this run resumed
   nlohmann::json identity = calib_identity;
-  identity["class"] = o.cls;
+  identity["class"] = options.cls;
   identity["shots"] = shot_ids;
   identity["decision"] = decision.to_json();
-  identity["map_max"] = std::isnan(o.map_max) ? nlohmann::json(nullptr) : nlohmann::json(o.map_max);
-  InferRun run(o, config, decision, identity);
+  identity["map_max"] = std::isnan(options.map_max) ? nlohmann::json(nullptr) : nlohmann::json(options.map_max);
+  InferRun run(options, config, decision, identity);
   run.open(model_dir, shots);
   std::vector<std::string> rels;
   for (const auto& f : inputs) rels.push_back(relative(f));
   run.names().assign_batch(rels);
 
   InferSummary summary;
-  summary.output = o.output;
+  summary.output = options.output;
   summary.decision = decision.source;
   std::vector<std::string> pending;
   for (const auto& f : inputs)
     if (!run.done(relative(f), f)) pending.push_back(f);
   summary.resumed = static_cast<int64_t>(inputs.size() - pending.size());
-  if (summary.resumed > 0) spdlog::info("resuming: {} of {} image(s) already done in {}", summary.resumed, inputs.size(), o.output);
+  if (summary.resumed > 0) spdlog::info("resuming: {} of {} image(s) already done in {}", summary.resumed, inputs.size(), options.output);
 
   // 4. the model, the class's conditioning and prototype bank: loaded once
   std::unique_ptr<MethodRunner> method;
   int64_t unet_calls = 0;
-  if (!pending.empty() || o.watch) {
+  if (!pending.empty() || options.watch) {
     method = std::make_unique<MethodRunner>(config, model_dir, !shots.empty());
-    method->set_class(o.cls, shots);
+    method->set_class(options.cls, shots);
     summary.masks_per_image = method->masks_per_image(method->bank_size() > 0);
   }
 
   // 5. the images there now
   if (!pending.empty()) {
-    ProgressBar bar("infer " + o.cls, static_cast<int64_t>(pending.size()), "img");
+    ProgressBar bar("infer " + options.cls, static_cast<int64_t>(pending.size()), "img");
     for (const std::string& path : pending) {
-      if (stopped(o)) break;
+      if (stopped(options)) break;
       run.process(*method, path, relative(path), summary, unet_calls);
       bar.advance();
     }
@@ -521,31 +521,31 @@ InferSummary run_infer(const InferOptions& o) {
   }
 
   // 6. --watch: each new image once it is complete, until stopped
-  if (o.watch) {
-    spdlog::info("watching {} for new images (a file counts once unchanged for {:.1f} s); stop with Ctrl-C or SIGTERM", o.input, o.settle_seconds);
+  if (options.watch) {
+    spdlog::info("watching {} for new images (a file counts once unchanged for {:.1f} s); stop with Ctrl-C or SIGTERM", options.input, options.settle_seconds);
     struct Seen {
       FileStamp stamp;
       std::chrono::steady_clock::time_point since;
     };
     std::map<std::string, Seen> seen;
     std::map<std::string, FileStamp> failed;  // unreadable as they were: retried only when they change
-    while (!stopped(o)) {
+    while (!stopped(options)) {
       if (!fs::is_directory(input, ec)) {
         run.write_report(method.get(), summary, shots);
-        throw InputError(o.input + ": the watched folder is gone; the " + std::to_string(summary.images) + " result(s) of this watch are in " +
-                         o.output + " (results.jsonl, scores.csv, scores.json)");
+        throw InputError(options.input + ": the watched folder is gone; the " + std::to_string(summary.images) + " result(s) of this watch are in " +
+                         options.output + " (results.jsonl, scores.csv, scores.json)");
       }
       const auto now = std::chrono::steady_clock::now();
       std::vector<std::string> files;
       try {
-        files = list_images(o.input, o.recursive, exclude);
+        files = list_images(options.input, options.recursive, exclude);
       } catch (const FormatError&) {
         continue;  // the folder vanished mid-listing: the next pass says so
       }
       std::set<std::string> present(files.begin(), files.end());
       for (auto it = seen.begin(); it != seen.end();) it = present.count(it->first) ? std::next(it) : seen.erase(it);
       for (const std::string& file : files) {
-        if (stopped(o)) break;
+        if (stopped(options)) break;
         const std::string rel = relative(file);
         const auto stamp = stamp_of(file);
         if (!stamp || run.done(rel, file)) continue;
@@ -554,20 +554,20 @@ InferSummary run_infer(const InferOptions& o) {
         auto s = seen.find(file);
         if (s == seen.end() || s->second.stamp != *stamp) {  // new, or still changing
           seen[file] = {*stamp, now};
-          if (o.settle_seconds > 0) continue;
+          if (options.settle_seconds > 0) continue;
           s = seen.find(file);
         }
-        if (std::chrono::duration<double>(now - s->second.since).count() < o.settle_seconds) continue;
+        if (std::chrono::duration<double>(now - s->second.since).count() < options.settle_seconds) continue;
         if (run.process(*method, file, rel, summary, unet_calls)) {
           failed.erase(file);
-          if (!o.move_done.empty()) move_done(file, rel, o.move_done);
+          if (!options.move_done.empty()) move_done(file, rel, options.move_done);
           spdlog::info("{}: done ({} in this watch)", rel, summary.images);
         } else {
           failed[file] = *stamp;
         }
         seen.erase(file);
       }
-      idle(o, o.poll_seconds);
+      idle(options, options.poll_seconds);
     }
     spdlog::info("watch stopped: {} image(s) scored, {} failed", summary.images, summary.failures);
   }

@@ -162,23 +162,23 @@ std::string markdown_to_html(const std::string& markdown) {
   return html.str();
 }
 
-void write_report(const std::string& dir, const std::map<std::string, std::vector<ReportSample>>& per_class, const ReportOptions& o) {
+void write_report(const std::string& dir, const std::map<std::string, std::vector<ReportSample>>& per_class, const ReportOptions& options) {
   const fs::path root(dir);
   fs::create_directories(root / "report");
   std::ostringstream html;
-  html << "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>" << html_escape(o.title) << "</title>\n"
+  html << "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>" << html_escape(options.title) << "</title>\n"
        << "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
        << "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}img{display:block}"
        << ".caption{font-size:90%;color:#333;margin:2px 0 12px}</style></head><body>\n";
-  html << "<h1>" << html_escape(o.title) << "</h1>\n";
-  for (const auto& t : o.tables_markdown) html << markdown_to_html(t);
+  html << "<h1>" << html_escape(options.title) << "</h1>\n";
+  for (const auto& t : options.tables_markdown) html << markdown_to_html(t);
   html << "<h2>Highest- and lowest-scored test images per class</h2>\n"
        << "<p>Each row: image | ground truth | anomaly map | overlay. With a calibration (eval's calibration.json) colours are on its "
        << "scale (green = the pixel threshold, red above it) and the overlay outlines the predicted regions; without, colours span 0 "
        << "to the class's highest score.</p>\n";
 
   std::vector<cv::Mat> rows;
-  const int size = o.thumbnail;
+  const int size = options.thumbnail;
   for (const auto& [cls, samples] : per_class) {
     if (samples.empty()) continue;
     std::vector<ReportSample> sorted = samples;
@@ -186,17 +186,17 @@ void write_report(const std::string& dir, const std::map<std::string, std::vecto
     const double hi = std::max(sorted.front().score, 1e-12);
     std::vector<std::pair<std::string, const ReportSample*>> picks;
     const int n = static_cast<int>(sorted.size());
-    for (int i = 0; i < std::min(o.per_side, n); ++i) picks.emplace_back("highest #" + std::to_string(i + 1), &sorted[i]);
-    for (int i = std::max(o.per_side, n - o.per_side); i < n; ++i) picks.emplace_back("lowest #" + std::to_string(n - i), &sorted[i]);
+    for (int i = 0; i < std::min(options.per_side, n); ++i) picks.emplace_back("highest #" + std::to_string(i + 1), &sorted[i]);
+    for (int i = std::max(options.per_side, n - options.per_side); i < n; ++i) picks.emplace_back("lowest #" + std::to_string(n - i), &sorted[i]);
     html << "<h3>" << html_escape(cls) << "</h3>\n";
     for (const auto& [rank, r] : picks) {
-      const auto scale = o.scales.find(cls);
-      const cv::Mat strip = panel_strip(*r, hi, scale == o.scales.end() ? nullptr : &scale->second, size);
+      const auto scale = options.scales.find(cls);
+      const cv::Mat strip = panel_strip(*r, hi, scale == options.scales.end() ? nullptr : &scale->second, size);
       const std::string name = cls + "_" + r->sample.defect + "_" + r->sample.id + ".png";
       write_png((root / "report" / name).string(), strip);
       char caption[256];
       std::string verdict;
-      if (scale != o.scales.end())
+      if (scale != options.scales.end())
         verdict = std::string(", predicted ") + (static_cast<float>(r->score) >= static_cast<float>(scale->second.image.threshold) ? "anomalous" : "normal") +
                   " at " + std::to_string(scale->second.image.normalize(r->score)).substr(0, 4);
       std::snprintf(caption, sizeof caption, "%s - %s/%s, score %.4g (%s%s)", rank.c_str(), r->sample.defect.c_str(), r->sample.id.c_str(),

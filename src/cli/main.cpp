@@ -46,9 +46,9 @@ struct InspectOptions {
   bool json = false;
 };
 
-int run_inspect(const InspectOptions& o) {
-  const auto file = anomalysd::SafetensorsFile::open(o.file);
-  if (o.json)
+int run_inspect(const InspectOptions& opts) {
+  const auto file = anomalysd::SafetensorsFile::open(opts.file);
+  if (opts.json)
     std::cout << anomalysd::inspect_json(file).dump(2) << "\n";
   else
     std::cout << anomalysd::inspect_table(file);
@@ -60,9 +60,9 @@ struct ConfigOptions {
   std::vector<std::string> overrides;
 };
 
-int run_config(const ConfigOptions& o) {
-  const anomalysd::AppConfig config = anomalysd::load_app_config(o.file, o.overrides);
-  std::cout << "# resolved config (" << (o.file.empty() ? "embedded default" : o.file) << ")\n" << config.to_yaml();
+int run_config(const ConfigOptions& opts) {
+  const anomalysd::AppConfig config = anomalysd::load_app_config(opts.file, opts.overrides);
+  std::cout << "# resolved config (" << (opts.file.empty() ? "embedded default" : opts.file) << ")\n" << config.to_yaml();
   return 0;
 }
 
@@ -72,11 +72,11 @@ struct ForwardOptions {
   std::string output;
 };
 
-int run_forward(const ForwardOptions& o) {
+int run_forward(const ForwardOptions& opts) {
   std::map<std::string, at::Tensor> inputs;
-  if (!o.inputs.empty()) inputs = anomalysd::load_all(o.inputs);
-  const auto outputs = anomalysd::run_forward(o.request, inputs);
-  anomalysd::save_safetensors(o.output, outputs, {{"format", "pt"}, {"component", o.request.component}});
+  if (!opts.inputs.empty()) inputs = anomalysd::load_all(opts.inputs);
+  const auto outputs = anomalysd::run_forward(opts.request, inputs);
+  anomalysd::save_safetensors(opts.output, outputs, {{"format", "pt"}, {"component", opts.request.component}});
   for (const auto& [name, t] : outputs) {
     std::string shape;
     for (int64_t d : t.sizes()) shape += (shape.empty() ? "" : ", ") + std::to_string(d);
@@ -99,22 +99,22 @@ struct BenchOptions {
   std::string dtype = "float32";
 };
 
-int run_bench(const BenchOptions& o) {
+int run_bench(const BenchOptions& opts) {
   anomalysd::RuntimeConfig rc;
   rc.device = "cpu";
-  rc.threads = o.threads;
-  rc.cpu_gemm = o.gemm;
-  rc.attention = o.attention;
-  rc.dtype = o.dtype;
+  rc.threads = opts.threads;
+  rc.cpu_gemm = opts.gemm;
+  rc.attention = opts.attention;
+  rc.dtype = opts.dtype;
   const anomalysd::Runtime rt = anomalysd::apply_runtime(rc);
-  if (!o.attention_blocks.empty()) anomalysd::set_fused_attention_blocks({o.attention_blocks.at(0), o.attention_blocks.at(1)});
+  if (!opts.attention_blocks.empty()) anomalysd::set_fused_attention_blocks({opts.attention_blocks.at(0), opts.attention_blocks.at(1)});
   const std::string bf16 = anomalysd::cpu_native_bf16();
-  std::printf("CPU GEMM: %s; attention: %s; %d threads; dtype %s (CPU bfloat16: %s)\n", rt.gemm.c_str(), o.attention.c_str(), rt.threads,
-              o.dtype.c_str(), bf16.empty() ? "emulated" : bf16.c_str());
+  std::printf("CPU GEMM: %s; attention: %s; %d threads; dtype %s (CPU bfloat16: %s)\n", rt.gemm.c_str(), opts.attention.c_str(), rt.threads,
+              opts.dtype.c_str(), bf16.empty() ? "emulated" : bf16.c_str());
   std::printf("%-11s %5s %12s %14s %12s %s\n", "component", "batch", "median s", "s per sample", "peak RSS GiB", "runs (s)");
-  for (const int64_t batch : o.batches) {
-    const auto f = o.component == "eval-maps" ? anomalysd::bench_eval_maps(batch, o.size > 0 ? o.size : 512, o.repeats)
-                                              : anomalysd::bench_component(o.component, o.config, batch, o.repeats, o.size, o.profile, o.dtype);
+  for (const int64_t batch : opts.batches) {
+    const auto f = opts.component == "eval-maps" ? anomalysd::bench_eval_maps(batch, opts.size > 0 ? opts.size : 512, opts.repeats)
+                                              : anomalysd::bench_component(opts.component, opts.config, batch, opts.repeats, opts.size, opts.profile, opts.dtype);
     std::string runs;
     for (double s : f.seconds) runs += (runs.empty() ? "" : " ") + std::to_string(s).substr(0, 6);
     std::printf("%-11s %5lld %12.2f %14.2f %12.2f %s\n", f.what.c_str(), static_cast<long long>(f.batch), f.median_s,
@@ -129,13 +129,13 @@ int run_bench(const BenchOptions& o) {
 std::atomic<bool> g_stop{false};
 extern "C" void request_stop(int) { g_stop.store(true); }
 
-int run_infer_cli(anomalysd::InferOptions o) {
-  if (o.watch) {
-    o.stop = &g_stop;
+int run_infer_cli(anomalysd::InferOptions opts) {
+  if (opts.watch) {
+    opts.stop = &g_stop;
     std::signal(SIGINT, request_stop);
     std::signal(SIGTERM, request_stop);
   }
-  const anomalysd::InferSummary s = anomalysd::run_infer(o);
+  const anomalysd::InferSummary s = anomalysd::run_infer(opts);
   std::printf("images: %lld scored, %lld failed; %lld already done (resumed)\n", static_cast<long long>(s.images), static_cast<long long>(s.failures),
               static_cast<long long>(s.resumed));
   for (const auto& f : s.failed) std::printf("  failed: %s\n", f.c_str());
@@ -149,21 +149,21 @@ int run_infer_cli(anomalysd::InferOptions o) {
   return s.failures > 0 ? kExitSomeFilesFailed : 0;
 }
 
-int run_calibrate_cli(const anomalysd::CalibrateOptions& o) {
-  const anomalysd::CalibrateSummary s = anomalysd::run_calibrate(o);
+int run_calibrate_cli(const anomalysd::CalibrateOptions& opts) {
+  const anomalysd::CalibrateSummary s = anomalysd::run_calibrate(opts);
   const auto& c = s.calibration;
-  std::printf("class %s: image threshold %.6g from %lld normal image(s) (%s); %lld of them at or above it (target %.3g)\n", o.cls.c_str(),
-              c.image.threshold, static_cast<long long>(c.normal_images), s.leave_one_out ? "leave-one-out over the shots" : o.normal.c_str(),
-              static_cast<long long>(c.false_alarms), o.max_false_alarm);
+  std::printf("class %s: image threshold %.6g from %lld normal image(s) (%s); %lld of them at or above it (target %.3g)\n", opts.cls.c_str(),
+              c.image.threshold, static_cast<long long>(c.normal_images), s.leave_one_out ? "leave-one-out over the shots" : opts.normal.c_str(),
+              static_cast<long long>(c.false_alarms), opts.max_false_alarm);
   std::printf("normal scores: mean %.4g, std %.4g, max %.4g\n", c.normal_scores.mean, c.normal_scores.stddev, c.normal_scores.max);
   for (const auto& f : s.failed) std::printf("  failed: %s\n", f.c_str());
-  std::printf("wrote %s; use it with: anomalysd infer --calibration %s --class %s --shots %s ...\n", s.output.c_str(), s.output.c_str(), o.cls.c_str(),
-              o.shots.c_str());
+  std::printf("wrote %s; use it with: anomalysd infer --calibration %s --class %s --shots %s ...\n", s.output.c_str(), s.output.c_str(), opts.cls.c_str(),
+              opts.shots.c_str());
   return s.failed.empty() ? 0 : kExitSomeFilesFailed;
 }
 
-int run_finetune_cli(const anomalysd::FinetuneOptions& o) {
-  const anomalysd::FinetuneSummary s = anomalysd::run_finetune(o);
+int run_finetune_cli(const anomalysd::FinetuneOptions& opts) {
+  const anomalysd::FinetuneSummary s = anomalysd::run_finetune(opts);
   std::printf("fine-tuned on %lld image(s): %lld UNet step(s), %lld decoder step(s)%s\n", static_cast<long long>(s.images),
               static_cast<long long>(s.unet_steps), static_cast<long long>(s.decoder_steps),
               s.start_step > 0 ? (", resumed at step " + std::to_string(s.start_step)).c_str() : "");
@@ -190,14 +190,14 @@ struct EvalMapsCli {
   std::string output;
 };
 
-int run_eval_maps(const EvalMapsCli& o) {
-  anomalysd::RunResults results = anomalysd::evaluate_maps(o.options);
+int run_eval_maps(const EvalMapsCli& opts) {
+  anomalysd::RunResults results = anomalysd::evaluate_maps(opts.options);
   results.versions = {{"anomalysd", anomalysd::project_version()}, {"libtorch", anomalysd::libtorch_version()}};
-  const auto parent = std::filesystem::path(o.output).parent_path();
+  const auto parent = std::filesystem::path(opts.output).parent_path();
   if (!parent.empty()) std::filesystem::create_directories(parent);
-  anomalysd::write_results(results, o.output);
+  anomalysd::write_results(results, opts.output);
   std::cout << anomalysd::results_table(results);
-  spdlog::info("wrote {} (+ metrics.csv, table.md beside it)", o.output);
+  spdlog::info("wrote {} (+ metrics.csv, table.md beside it)", opts.output);
   return 0;
 }
 
@@ -207,13 +207,13 @@ struct MergeCli {
   std::string root;
 };
 
-int run_merge(const MergeCli& o) {
-  const auto merged = anomalysd::merge_runs(o.inputs, o.output, o.root);
+int run_merge(const MergeCli& opts) {
+  const auto merged = anomalysd::merge_runs(opts.inputs, opts.output, opts.root);
   if (merged.size() == 1)
     std::cout << anomalysd::results_table(merged[0]);
   else
     std::cout << anomalysd::settings_table(merged);
-  spdlog::info("wrote {}/ ({})", o.output, merged.size() == 1 ? "metrics.json, metrics.csv, table.md" : "table.md and one folder per setting");
+  spdlog::info("wrote {}/ ({})", opts.output, merged.size() == 1 ? "metrics.json, metrics.csv, table.md" : "table.md and one folder per setting");
   return 0;
 }
 
@@ -222,12 +222,12 @@ struct EvalCli {
   std::string shard;
 };
 
-int run_eval_cli(EvalCli o) {
-  if (o.shard == "auto")
-    o.options.shard_auto = true;
-  else if (!o.shard.empty())
-    std::tie(o.options.shard_index, o.options.shard_count) = anomalysd::parse_shard(o.shard);
-  const anomalysd::EvalSummary s = anomalysd::run_eval(o.options);
+int run_eval_cli(EvalCli opts) {
+  if (opts.shard == "auto")
+    opts.options.shard_auto = true;
+  else if (!opts.shard.empty())
+    std::tie(opts.options.shard_index, opts.options.shard_count) = anomalysd::parse_shard(opts.shard);
+  const anomalysd::EvalSummary s = anomalysd::run_eval(opts.options);
   if (!s.shard_output.empty())
     std::printf("%s\n", s.merged ? ("the union of every shard (" + s.shard_output + "/.. holds each)").c_str()
                                    : ("this shard only (" + s.shard_output + "); the merged table is written to " + s.output).c_str());

@@ -78,8 +78,8 @@ static AugmentConfig augment_config_from(ConfigSection& s) {
   return c;
 }
 
-TrainConfig TrainConfig::from_config(ConfigSection& s) {
-  TrainConfig c;
+TrainSettings train_settings_from(ConfigSection& s) {
+  TrainSettings c;
   c.parts = s.get_choice("parts", c.parts, {"none", "decoder", "unet", "both"});
   c.unet_steps = s.get_int("unet_steps", c.unet_steps, 0, kMaxInt);
   c.decoder_steps = s.get_int("decoder_steps", c.decoder_steps, 0, kMaxInt);
@@ -128,7 +128,7 @@ AppConfig AppConfig::from_source(const ConfigSource& source) {
   ConfigSection features = root.section("features");
   c.features = FeaturesConfig::from_config(features);
   ConfigSection train = root.section("train");
-  c.train = TrainConfig::from_config(train);
+  c.train = train_settings_from(train);
   ConfigSection distributed = root.section("distributed");
   c.distributed = DistributedConfig::from_config(distributed);
   root.finish();
@@ -182,7 +182,7 @@ std::string AppConfig::to_yaml() const {
   emit_list(out, "rotations", features.rotations);
   out << YAML::EndMap;
 
-  const TrainConfig& t = train;
+  const TrainSettings& t = train;
   out << YAML::Key << "train" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "parts" << YAML::Value << t.parts;
   out << YAML::Key << "unet_steps" << YAML::Value << t.unet_steps;

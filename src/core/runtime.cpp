@@ -49,7 +49,7 @@ Runtime apply_runtime(const RuntimeConfig& config) {
     throw InputError(std::string("key 'attention': ") + e.what());
   }
   if (rt.device.is_cpu()) {
-    const GemmChoice gemm = choose_cpu_gemm(config.cpu_gemm, rt.threads);
+    const GemmChoice gemm = choose_cpu_gemm(config.cpu_gemm);
     use_cpu_gemm(gemm.backend);
     rt.gemm = gemm_backend_name(gemm.backend) + " (" + gemm.reason + ")";
     spdlog::debug("CPU GEMM: {}", rt.gemm);
@@ -82,10 +82,7 @@ std::string cpu_native_bf16() {
 std::string numeric_setup(const RuntimeConfig& config) {
   const bool cuda = resolves_to_cuda(config);
   std::string gemm = "-";  // LibTorch's own kernels on CUDA
-  if (!cuda) {
-    const int threads = config.threads > 0 ? static_cast<int>(config.threads) : default_thread_count();
-    gemm = gemm_backend_name(choose_cpu_gemm(config.cpu_gemm, threads).backend);
-  }
+  if (!cuda) gemm = gemm_backend_name(choose_cpu_gemm(config.cpu_gemm).backend);
   std::string attention = config.attention;
   if (attention == "auto") attention = sdpa_available() ? "auto=sdpa" : "auto=fused/chunked";
   return std::string("device=") + (cuda ? "cuda" : "cpu") + " dtype=" + config.dtype + " cpu_gemm=" + gemm + " attention=" + attention +

@@ -32,7 +32,7 @@ std::string version_report() {
   s << "CPU threads: " << default_thread_count() << " cores (LibTorch default " << at::get_num_threads() << ")\n";
   // What a run with the default config (threads: 0, cpu_gemm: auto, attention: auto) uses.
   at::set_num_threads(default_thread_count());
-  const GemmChoice gemm = choose_cpu_gemm("auto", default_thread_count());
+  const GemmChoice gemm = choose_cpu_gemm("auto");
   s << "CPU GEMM (cpu_gemm: auto): " << gemm_backend_name(gemm.backend) << " — " << gemm.reason << "\n";
   s << "Attention (attention: auto): "
     << (sdpa_available() ? "sdpa (LibTorch's scaled_dot_product_attention)"

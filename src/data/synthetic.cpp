@@ -381,37 +381,37 @@ cv::Mat synthetic_defective(const std::string& cls, const std::string& defect, u
   }
 }
 
-SyntheticSummary make_synthetic(const SyntheticOptions& o) {
-  if (o.output.empty()) throw InputError("make-synthetic: --output is required");
-  if (o.size < 32) throw InputError("make-synthetic: --size must be at least 32");
-  const std::vector<std::string> classes = o.classes.empty() ? synthetic_classes() : o.classes;
+SyntheticSummary make_synthetic(const SyntheticOptions& options) {
+  if (options.output.empty()) throw InputError("make-synthetic: --output is required");
+  if (options.size < 32) throw InputError("make-synthetic: --size must be at least 32");
+  const std::vector<std::string> classes = options.classes.empty() ? synthetic_classes() : options.classes;
   SyntheticSummary summary;
   char name[32];
   for (const auto& cls : classes) {
-    const fs::path dir = fs::path(o.output) / cls;
+    const fs::path dir = fs::path(options.output) / cls;
     const auto defects = synthetic_defects(cls);  // validates the name
     fs::create_directories(dir / "train" / "good");
     fs::create_directories(dir / "test" / "good");
     // Indices: training and test images come from disjoint parts of the stream.
-    for (int i = 0; i < o.train; ++i) {
+    for (int i = 0; i < options.train; ++i) {
       std::snprintf(name, sizeof name, "%03d.png", i);
-      write_png((dir / "train" / "good" / name).string(), synthetic_normal(cls, o.seed, i, o.size));
+      write_png((dir / "train" / "good" / name).string(), synthetic_normal(cls, options.seed, i, options.size));
     }
-    for (int i = 0; i < o.test_good; ++i) {
+    for (int i = 0; i < options.test_good; ++i) {
       std::snprintf(name, sizeof name, "%03d.png", i);
-      write_png((dir / "test" / "good" / name).string(), synthetic_normal(cls, o.seed, 100000 + i, o.size));
+      write_png((dir / "test" / "good" / name).string(), synthetic_normal(cls, options.seed, 100000 + i, options.size));
     }
-    for (int i = 0; i < o.test_bad; ++i) {
+    for (int i = 0; i < options.test_bad; ++i) {
       const std::string& defect = defects[static_cast<std::size_t>(i) % defects.size()];
       fs::create_directories(dir / "test" / defect);
       fs::create_directories(dir / "ground_truth" / defect);
       cv::Mat mask;
-      const cv::Mat img = synthetic_defective(cls, defect, o.seed, 200000 + i, o.size, mask);
+      const cv::Mat img = synthetic_defective(cls, defect, options.seed, 200000 + i, options.size, mask);
       std::snprintf(name, sizeof name, "%03d", i);
       write_png((dir / "test" / defect / (std::string(name) + ".png")).string(), img);
       write_png((dir / "ground_truth" / defect / (std::string(name) + "_mask.png")).string(), mask, false);
     }
-    summary.images += o.train + o.test_good + o.test_bad;
+    summary.images += options.train + options.test_good + options.test_bad;
     ++summary.classes;
   }
   return summary;

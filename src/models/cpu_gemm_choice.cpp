@@ -110,7 +110,7 @@ GemmMeasurement measure_cpu_gemm() {
   return m;
 }
 
-GemmChoice choose_cpu_gemm(const std::string& setting, int threads) {
+GemmChoice choose_cpu_gemm(const std::string& setting) {
   GemmChoice c;
   if (setting == "blas") {
     c.backend = GemmBackend::Blas;
@@ -129,10 +129,20 @@ GemmChoice choose_cpu_gemm(const std::string& setting, int threads) {
     c.reason = "auto: this LibTorch build has no oneDNN";
     return c;
   }
-  // The machine's identity: a new CPU, BLAS build, LibTorch or thread count measures afresh.
-  const std::string key = cpu_model_name() + " | " + loaded_blas() + " | LibTorch " + TORCH_VERSION + " | " +
-                          std::to_string(threads) + " threads";
+  // The machine's identity: a new CPU, BLAS build or LibTorch measures afresh. Not the thread
+  // count: the backend changes a run's last bits, the thread count must only change its speed (a
+  // run resumed with another thread count is accepted), so every thread count shares one choice.
+  const std::string key = cpu_model_name() + " | " + loaded_blas() + " | LibTorch " + TORCH_VERSION;
   const std::string path = gemm_cache_path();
+  // Every process on this machine must make the same choice (it is part of each run's identity,
+  // and a resumed run refuses another): the first to measure writes the cache while holding its
+  // lock, and the others wait for it and read its entry instead of measuring concurrently.
+  std::optional<FileLock> lock;
+  if (!path.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
+    lock.emplace(path + ".lock");
+  }
   nlohmann::json cache = !path.empty() && std::filesystem::exists(path) ? read_cache(path, /*warn=*/true) : nlohmann::json::object();
   if (const auto cached = cached_choice(cache, key)) {
     c = *cached;
@@ -145,17 +155,6 @@ GemmChoice choose_cpu_gemm(const std::string& setting, int threads) {
   c.reason = "auto: measured now (" + figures(c.measured) + ")";
   if (!path.empty()) {
     try {
-      std::filesystem::create_directories(std::filesystem::path(path).parent_path());
-      // Another process may have measured meanwhile: its entry wins, so that every process on
-      // this machine agrees from then on.
-      if (std::filesystem::exists(path)) {
-        cache = read_cache(path, /*warn=*/false);
-        if (const auto theirs = cached_choice(cache, key)) {
-          c.backend = theirs->backend;
-          c.reason += "; another process had cached " + backend_key(c.backend) + " first, which wins (" + path + ")";
-          return c;
-        }
-      }
       cache[key] = {{"backend", backend_key(c.backend)},
                     {"onednn_gflops", c.measured.onednn_gflops},
                     {"blas_gflops", c.measured.blas_gflops}};

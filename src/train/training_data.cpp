@@ -154,4 +154,9 @@ torch::Tensor augment_photometric(const torch::Tensor& image, const AugmentParam
   return ((image - mean) * p.contrast + mean + p.brightness).clamp(0.0, 1.0);
 }
 
+cv::Mat mask_to_mat(const torch::Tensor& mask) {
+  const torch::Tensor u8 = (mask[0][0] >= 0.5).to(torch::kCPU, torch::kByte).contiguous();
+  return cv::Mat(static_cast<int>(u8.size(0)), static_cast<int>(u8.size(1)), CV_8U, u8.data_ptr<uint8_t>()).clone();
+}
+
 }  // namespace anomalysd

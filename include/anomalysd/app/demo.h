@@ -56,7 +56,7 @@ DemoSummary run_demo(const DemoOptions& options);
 
 // `anomalysd pretrain-features`: AlexNet (LPIPS's trunk) and EfficientNet-B6 (the prototype bank's)
 // trained from scratch on a folder of normal images and photographs where the ImageNet weights
-// cannot be had, as the demo's bootstrap does (demo_features.cpp: class prediction + segmentation
+// cannot be had, as the demo's bootstrap does (pretrain_features.cpp: class prediction + segmentation
 // of DRAEM-style foreign regions); the LPIPS lins are all ones. Writes alexnet / efficientnet_b6 /
 // lpips .safetensors into `output`, with how they were made in their metadata.
 struct PretrainFeaturesOptions {

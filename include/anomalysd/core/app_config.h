@@ -11,7 +11,7 @@
 #include "anomalysd/core/distributed_config.h"
 #include "anomalysd/core/runtime.h"
 #include "anomalysd/anomaly/inference_settings.h"
-#include "anomalysd/train/augment_config.h"
+#include "anomalysd/train/train_settings.h"
 
 namespace anomalysd {
 
@@ -38,34 +38,8 @@ struct FeaturesConfig {
   static FeaturesConfig from_config(ConfigSection& section);
 };
 
-// `train:` — fine-tuning (§4.1, §5.1).
-struct TrainConfig {
-  std::string parts = "both";        // none | decoder | unet | both (Table 3)
-  // The length of each stage, as §5.1 gives it: epochs over the shots (1-shot MVTec-AD: 15 images,
-  // batch 8: 4000 epochs = 7,500 steps). Optimizer steps, when > 0, win over epochs.
-  int64_t unet_steps = 0;            // > 0: optimizer steps of the UNet stage (instead of epochs)
-  int64_t decoder_steps = 0;         // > 0: optimizer steps of the decoder stage
-  int64_t unet_epochs = 4000;        // epochs over the shots (paper §5.1)
-  int64_t decoder_epochs = 200;
-  int64_t batch_size = 8;
-  int64_t grad_accumulation = 1;
-  double lr = 1e-4;
-  double grad_clip = 1.0;            // max global gradient norm; 0 = off
-  double ema_decay = 0.0;            // 0 = off; e.g. 0.999
-  bool gradient_checkpointing = false;
-  std::string mixed_precision = "no";  // no | fp16 | bf16 (CUDA autocast)
-  double decoder_lpips_weight = 0.1;   // β of eq. (9)
-  std::string mask = "iou";            // iou (IoU(m_r, m_f) > γ) | random (Table 4's ablation)
-  std::vector<double> iou_thresholds{0.0, 0.2, 0.5};  // γ, drawn with equal probability
-  std::string prompt = "hierarchical";  // hierarchical | simple ("A photo of [c].") | none
-  std::string foreground = "auto";      // auto (per class from the prompts file, else object) | object | texture
-  int64_t save_every = 500;             // steps between checkpoints (0 = only at the end)
-  int64_t keep = 2;                     // checkpoints kept
-  int64_t log_every = 10;               // steps between log lines (train_log.csv gets every step)
-  AugmentConfig augment;
-
-  static TrainConfig from_config(ConfigSection& section);
-};
+// `train:` is train/train_settings.h's TrainSettings, read by train_settings_from().
+TrainSettings train_settings_from(ConfigSection& section);
 
 struct AppConfig {
   RuntimeConfig runtime;  // top-level keys: device, dtype, seed, threads
@@ -74,7 +48,7 @@ struct AppConfig {
   std::vector<std::string> prompts;   // prompt files (prompts/*.yaml); none = "A perfect [c]." only
   InferenceSettings inference;
   FeaturesConfig features;
-  TrainConfig train;
+  TrainSettings train;
   DistributedConfig distributed;      // several processes as one job (core/distributed.h); not part of any result's identity
   std::string source;                 // the config file, or "" for the embedded default
 

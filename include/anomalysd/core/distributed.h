@@ -21,34 +21,9 @@
 #include <ATen/core/Tensor.h>
 
 #include "anomalysd/core/distributed_config.h"
-#include "anomalysd/core/runtime.h"
+#include "anomalysd/core/launch_env.h"
 
 namespace anomalysd {
-
-// Where this process sits in the job, from the environment.
-struct LaunchEnv {
-  int rank = 0, world_size = 1, local_rank = 0, local_world_size = 1;
-  std::string master_addr;
-  int master_port = 0;
-  std::string launcher;  // "torchrun" (RANK/WORLD_SIZE), "slurm" (SLURM_PROCID/SLURM_NTASKS), "" (none)
-  bool launcher_store = false;           // torchrun's agent serves the store (TORCHELASTIC_USE_AGENT_STORE)
-  std::string key_prefix = "anomalysd/";  // the job's keys in the store (run id and attempt under torchrun)
-  bool distributed() const { return world_size > 1; }
-};
-
-// Reads the variables above; a malformed or inconsistent one is an InputError naming it.
-LaunchEnv read_launch_env();
-
-// A Slurm job array's place (SLURM_ARRAY_TASK_ID − SLURM_ARRAY_TASK_MIN of SLURM_ARRAY_TASK_COUNT);
-// count 0 when the process is not part of an array.
-struct ArrayTask {
-  int64_t index = 0, count = 0;
-};
-ArrayTask read_array_task();
-
-// The runtime of this rank: device `auto`/`cuda` becomes cuda:LOCAL_RANK, and threads 0 (all
-// cores) becomes the cores divided among the ranks on this machine (LOCAL_WORLD_SIZE).
-RuntimeConfig runtime_for_rank(RuntimeConfig config, const LaunchEnv& env);
 
 // What this LibTorch build offers: "c10d" with "gloo" and/or "nccl", for --version.
 std::string distributed_support();
@@ -114,9 +89,5 @@ class ProcessGroup {
 // Packs tensors of one dtype and device into flat buckets of at most `bucket_bytes` (a tensor
 // larger than that is a bucket alone): the indices of each bucket, in order. Pure, for tests.
 std::vector<std::vector<std::size_t>> plan_buckets(const std::vector<at::Tensor>& tensors, int64_t bucket_bytes);
-
-// The contiguous share [begin, begin + count) of `rank` among `world` of `n` items starting at
-// `first`: the first n % world ranks get one more. Pure, for tests.
-std::pair<int64_t, int64_t> rank_share(int64_t first, int64_t n, int rank, int world);
 
 }  // namespace anomalysd

@@ -35,4 +35,20 @@ void write_file_atomically(const std::string& path, const std::string& contents)
 // Returns how many were removed.
 int remove_stale_temporaries(const std::string& dir);
 
+// An exclusive advisory lock (flock) on `path` (created if missing), held for the object's
+// lifetime: processes that read-decide-write one shared file take it so that the first decision
+// is the only one. Blocks until the lock is free. A lock file that cannot be opened (read-only
+// folder) leaves the object unlocked: locked() says which.
+class FileLock {
+ public:
+  explicit FileLock(const std::string& path);
+  FileLock(const FileLock&) = delete;
+  FileLock& operator=(const FileLock&) = delete;
+  ~FileLock();
+  bool locked() const { return fd_ >= 0; }
+
+ private:
+  int fd_ = -1;
+};
+
 }  // namespace anomalysd

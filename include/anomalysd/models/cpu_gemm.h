@@ -2,9 +2,10 @@
 // (LibTorch's bundled mkldnn) or the BLAS that LibTorch links (OpenBLAS on Debian). Neither wins
 // everywhere: Debian's OpenBLAS 0.3.21 does not know recent Xeons and falls back to its SSE3
 // "Prescott" kernel (oneDNN ~3× faster there), while on AMD EPYC it runs its Zen kernel and matches
-// oneDNN. So the choice is measured once per machine (CPU, BLAS build, LibTorch version, thread
-// count) and kept in a cache file; the config key `cpu_gemm` forces either. A cached choice keeps
-// two runs on one machine identical.
+// oneDNN. So the choice is measured once per machine (CPU, BLAS build, LibTorch version; at the
+// first run's thread count, then kept for every thread count) and kept in a cache file, written
+// under a lock so that concurrent first runs agree; the config key `cpu_gemm` forces either. A
+// cached choice keeps two runs on one machine identical.
 #pragma once
 
 #include <string>
@@ -40,7 +41,7 @@ struct GemmChoice {
 // setting: auto | onednn | blas. `auto` reads the cache (gemm_cache_path()) or measures and writes
 // it; a cache that cannot be written only costs a re-measurement next time. `onednn` on a LibTorch
 // without mkldnn is an InputError.
-GemmChoice choose_cpu_gemm(const std::string& setting, int threads);
+GemmChoice choose_cpu_gemm(const std::string& setting);
 
 // x · weightᵀ + bias through the chosen backend. oneDNN takes CPU float32 without autograd and at
 // least 16 rows; everything else (training, CUDA, other dtypes, tiny products) uses LibTorch's own.

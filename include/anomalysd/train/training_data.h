@@ -53,6 +53,8 @@ TrainingMask sample_training_mask(std::mt19937_64& rng, const cv::Mat& foregroun
                                   int max_tries = 1000);
 // The rectangle as a mask tensor [1, 1, H, W] (1 = inpaint).
 torch::Tensor rectangle_mask(const PixelRect& r, int64_t height, int64_t width);
+// A mask tensor [1, 1, H, W] (≥ 0.5 = in) as a CV_8U 0/1 image, on the CPU.
+cv::Mat mask_to_mat(const torch::Tensor& mask);
 
 // --- augmentations (§5.1) ---------------------------------------------------------------------
 struct AugmentParams {

@@ -377,9 +377,9 @@ std::vector<FeatureNetReport> pretrain_feature_networks(const LabelledImages& da
 
 namespace anomalysd {
 
-std::vector<PretrainedFeatureNet> run_pretrain_features(const PretrainFeaturesOptions& o) {
+std::vector<PretrainedFeatureNet> run_pretrain_features(const PretrainFeaturesOptions& options) {
   using namespace demo_detail;
-  if (o.output.empty()) throw InputError("pretrain-features: --output is required");
+  if (options.output.empty()) throw InputError("pretrain-features: --output is required");
   // Every class's normal training images, and the photographs' crops, one class each.
   LabelledImages data;
   std::vector<torch::Tensor> images, labels;
@@ -387,31 +387,31 @@ std::vector<PretrainedFeatureNet> run_pretrain_features(const PretrainFeaturesOp
     images.push_back(image);
     labels.push_back(torch::full({1}, static_cast<int64_t>(data.classes.size()), torch::kLong));
   };
-  if (!o.data.empty()) {
-    const Dataset dataset = load_dataset("folder", o.data);
+  if (!options.data.empty()) {
+    const Dataset dataset = load_dataset("folder", options.data);
     for (const ClassData& c : dataset.classes) {
-      for (const auto& p : c.train_good) add(read_model_image(p, o.size).tensor);
-      if (std::find(o.texture_classes.begin(), o.texture_classes.end(), c.name) != o.texture_classes.end())
+      for (const auto& p : c.train_good) add(read_model_image(p, options.size).tensor);
+      if (std::find(options.texture_classes.begin(), options.texture_classes.end(), c.name) != options.texture_classes.end())
         data.texture_classes.insert(static_cast<int64_t>(data.classes.size()));
       data.classes.push_back(c.name);
     }
   }
-  const auto photos = list_photos(o.photos);
+  const auto photos = list_photos(options.photos);
   for (std::size_t p = 0; p < photos.size(); ++p) {
-    for (const cv::Mat& crop : photo_crops(photos[p], o.crops, static_cast<int>(o.size), o.seed * 31 + p)) add(to_model_tensor(crop, o.size));
+    for (const cv::Mat& crop : photo_crops(photos[p], options.crops, static_cast<int>(options.size), options.seed * 31 + p)) add(to_model_tensor(crop, options.size));
     data.texture_classes.insert(static_cast<int64_t>(data.classes.size()));
     data.classes.push_back("photo:" + photos[p].filename().string());
   }
   if (data.classes.size() < 2) throw InputError("pretrain-features: need at least two classes (--data folder classes and/or --photos)");
   data.images = torch::cat(images, 0);
   data.labels = torch::cat(labels, 0);
-  data.source = "the normal images of " + (o.data.empty() ? std::string("no dataset") : o.data) + " and crops of " +
-                std::to_string(photos.size()) + " photographs" + (o.photos.empty() ? std::string() : " in " + o.photos);
-  fs::create_directories(o.output);
-  const FeaturePaths out{(fs::path(o.output) / "alexnet.safetensors").string(), (fs::path(o.output) / "efficientnet_b6.safetensors").string(),
-                         (fs::path(o.output) / "lpips.safetensors").string()};
+  data.source = "the normal images of " + (options.data.empty() ? std::string("no dataset") : options.data) + " and crops of " +
+                std::to_string(photos.size()) + " photographs" + (options.photos.empty() ? std::string() : " in " + options.photos);
+  fs::create_directories(options.output);
+  const FeaturePaths out{(fs::path(options.output) / "alexnet.safetensors").string(), (fs::path(options.output) / "efficientnet_b6.safetensors").string(),
+                         (fs::path(options.output) / "lpips.safetensors").string()};
   const std::vector<PretrainedFeatureNet> nets = pretrain_feature_networks(
-      data, {o.alexnet_steps, o.batch, o.lr}, {o.efficientnet_steps, o.batch, o.lr, o.efficientnet_deep}, o.seed, out);
+      data, {options.alexnet_steps, options.batch, options.lr}, {options.efficientnet_steps, options.batch, options.lr, options.efficientnet_deep}, options.seed, out);
   for (const auto& r : nets)
     spdlog::info("{}: {} steps in {:.0f} s; held out: class accuracy {:.3f}, foreign-region AUROC {:.3f} ({:.3f} at init)", r.arch, r.steps,
                  r.seconds, r.class_accuracy, r.foreign_auroc, r.initial_foreign_auroc);

@@ -207,6 +207,25 @@ TEST(MethodConfig, InferenceDefaultsAreWrittenOnceAndTheDefaultFileRepeatsThem) 
   EXPECT_FALSE(other == InferenceSettings{});
 }
 
+TEST(MethodConfig, TrainDefaultsAreWrittenOnceAndTheDefaultFileRepeatsThem) {
+  // train/train_settings.h's defaults and configs/default.yaml's train: section say the same, key
+  // for key (augment: included), as the resolved config prints them.
+  const std::string path = std::string(ANOMALYSD_SOURCE_DIR) + "/configs/default.yaml";
+  auto train_section = [](const AppConfig& c) { return YAML::Dump(YAML::Load(c.to_yaml())["train"]); };
+  AppConfig compiled;
+  compiled.train = TrainSettings{};
+  EXPECT_EQ(train_section(load_app_config(path)), train_section(compiled));
+  std::vector<std::string> listed, bound;
+  for (const auto& kv : YAML::LoadFile(path)["train"]) listed.push_back(kv.first.as<std::string>());
+  for (const auto& kv : YAML::Load(compiled.to_yaml())["train"]) bound.push_back(kv.first.as<std::string>());
+  std::sort(listed.begin(), listed.end());
+  std::sort(bound.begin(), bound.end());
+  EXPECT_EQ(listed, bound);
+  // A default changed in one place only: the comparison sees it.
+  compiled.train.augment.rotation = 15;
+  EXPECT_NE(train_section(load_app_config(path)), train_section(compiled));
+}
+
 TEST(MethodConfig, PerClassStrengthAndItsErrors) {
   ConfigSource s = parse_config_text("inference:\n  class_strength: {screw: 0.3}\n", "cfg.yaml");
   apply_override(s, "inference.class_strength.wood=0.5");
