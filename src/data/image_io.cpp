@@ -116,7 +116,8 @@ cv::Mat read_rgb_float(const std::string& path) {
                                 "x" + std::to_string(kMinImageSide) + " anomalysd inspects");
   if (int64_t(h) * w > kMaxImagePixels)
     throw FormatError(path, "image is " + std::to_string(w) + "x" + std::to_string(h) + ", larger than the " +
-                                std::to_string(kMaxImagePixels) + " pixels anomalysd reads");
+                                std::to_string(kMaxImagePixels) + " pixels anomalysd reads (" + std::to_string(kMaxImageBytes >> 20) +
+                                " MiB as float RGB)");
   const cv::Mat raw = read_or_throw(path, cv::IMREAD_UNCHANGED, "image");
   // Depth first (colour conversion has no kernels for signed or 32-bit integer pixels), then
   // channels, in float.
@@ -127,17 +128,23 @@ cv::Mat read_rgb_float(const std::string& path) {
     case CV_32F: case CV_64F: scale = 1.0; break;
     default: throw FormatError(path, "unsupported pixel depth (8-bit, 16-bit unsigned or float expected)");
   }
+  int code = 0;
+  switch (raw.channels()) {
+    case 1: code = cv::COLOR_GRAY2RGB; break;
+    case 3: code = cv::COLOR_BGR2RGB; break;
+    case 4: code = cv::COLOR_BGRA2RGB; break;
+    default: throw FormatError(path, "image has " + std::to_string(raw.channels()) + " channels (1, 3 or 4 expected)");
+  }
+  // Row by row into the result: the only full-size buffers are the decoded file and the result
+  // (a whole-image float copy first would double the peak).
   try {
-    cv::Mat f;
-    raw.convertTo(f, CV_32F, scale);
-    if (!cv::checkRange(f)) throw FormatError(path, "image holds NaN or Inf");
-    if (raw.depth() == CV_32F || raw.depth() == CV_64F) f = cv::min(cv::max(f, 0.0), 1.0);
-    cv::Mat rgb;
-    switch (f.channels()) {
-      case 1: cv::cvtColor(f, rgb, cv::COLOR_GRAY2RGB); break;
-      case 3: cv::cvtColor(f, rgb, cv::COLOR_BGR2RGB); break;
-      case 4: cv::cvtColor(f, rgb, cv::COLOR_BGRA2RGB); break;
-      default: throw FormatError(path, "image has " + std::to_string(f.channels()) + " channels (1, 3 or 4 expected)");
+    cv::Mat rgb(raw.rows, raw.cols, CV_32FC3), row;
+    for (int y = 0; y < raw.rows; ++y) {
+      raw.row(y).convertTo(row, CV_32F, scale);
+      if (!cv::checkRange(row)) throw FormatError(path, "image holds NaN or Inf");
+      if (raw.depth() == CV_32F || raw.depth() == CV_64F) row = cv::min(cv::max(row, 0.0), 1.0);
+      cv::Mat out = rgb.row(y);
+      cv::cvtColor(row, out, code);
     }
     return rgb;
   } catch (const cv::Exception& e) {

@@ -181,5 +181,27 @@ TEST(ImageIo, FormatsBeyondPngJpegBmpTiffAreRefusedBeforeDecoding) {
   }
 }
 
+// The size cap comes from memory (fuzz_image ran out of memory on a 64-byte BMP whose RLE data
+// ends at once: 16384² pixels, 3.2 GB for each of two float copies). Such a file is refused by
+// name; the largest image under the cap decodes, its float RGB copy within kMaxImageBytes.
+TEST(ImageIo, TheSizeCapComesFromMemoryAndTheLargestImageUnderItDecodes) {
+  limit_image_decoders();  // as main() does: OpenCV's decoders refuse what the header check cannot see
+  static_assert(kMaxImagePixels * 3 * sizeof(float) <= kMaxImageBytes, "the float RGB copy fits the budget");
+  const std::string seeds = std::string(ANOMALYSD_SOURCE_DIR) + "/tests/fuzz/seeds/image/";
+  const std::string over = seeds + "regression-oom-16384x16384.bmp";
+  try {
+    read_rgb_float(over);
+    FAIL() << "expected FormatError";
+  } catch (const FormatError& e) {
+    EXPECT_EQ(e.path(), over);
+  }
+  const cv::Mat large = read_rgb_float(seeds + "large-8192x5461.bmp");
+  ASSERT_EQ(large.rows, 5461);
+  ASSERT_EQ(large.cols, 8192);
+  ASSERT_LE(int64_t(large.rows) * large.cols, kMaxImagePixels);
+  EXPECT_EQ(large.type(), CV_32FC3);
+  EXPECT_EQ(cv::countNonZero(large.reshape(1)), 0);  // RLE ends at once: palette entry 0, black
+}
+
 }  // namespace
 }  // namespace anomalysd

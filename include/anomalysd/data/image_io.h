@@ -10,9 +10,14 @@
 
 namespace anomalysd {
 
-// Images larger than this many pixels are refused before decoding (16384² = 268 M pixels), and
-// images with a side under kMinImageSide carry nothing to inspect.
-constexpr int64_t kMaxImagePixels = int64_t(16384) * 16384;
+// The largest image read, chosen from memory rather than from a side: read_rgb_float's float RGB
+// copy (12 bytes per pixel) is at most kMaxImageBytes, so that the decoded file (1–32 bytes per
+// pixel) and that copy stay under 2 GB together — libFuzzer's default RSS limit, and a small
+// machine's share. 44.7 M pixels: 8192 × 5461, or a 6688² square; every image is resized to the
+// model's resolution anyway. Larger images are refused before decoding. Images with a side under
+// kMinImageSide carry nothing to inspect.
+constexpr int64_t kMaxImageBytes = int64_t(512) << 20;
+constexpr int64_t kMaxImagePixels = kMaxImageBytes / (3 * sizeof(float));
 constexpr int kMinImageSide = 8;
 
 // Caps OpenCV's decoders at kMaxImagePixels (OPENCV_IO_MAX_IMAGE_PIXELS), so that formats whose
