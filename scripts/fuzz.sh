@@ -36,7 +36,7 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 log=build-fuzz/fuzz_$target.log
 set +e
 (cd "$findings" && "$root/build-fuzz/tests/fuzz/fuzz_$target" "$root/$corpus" -dict="$root/tests/fuzz/json.dict" \
-   -max_total_time="$seconds" -max_len=65536 -timeout=20 -print_final_stats=1 \
+   -max_total_time="$seconds" -max_len=65536 -timeout=20 -rss_limit_mb=4096 -print_final_stats=1 \
    ${ANOMALYSD_FUZZ_SEED:+-seed=$ANOMALYSD_FUZZ_SEED}) > "$log" 2>&1
 rc=$?
 set -e
