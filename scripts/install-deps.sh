@@ -15,6 +15,8 @@ packages=(
   python3-torchvision
   # Tests only: the sanitizer job and the fuzz targets (scripts/sanitize.sh, scripts/fuzz.sh).
   clang libclang-rt-dev
+  # Tests only: /usr/bin/time, the fuzz job's peak memory of its largest image
+  time
 )
 
 if [ -r /etc/os-release ]; then

@@ -12,7 +12,10 @@ namespace F = torch::nn::functional;
 
 namespace {
 
-const torch::Tensor& unet_weight(SdPipeline& pipe) { return pipe.unet->conv_in->weight; }
+torch::Device pipeline_device(const SdPipeline& pipe) { return pipe.unet->conv_in->weight.device(); }
+torch::ScalarType unet_dtype(const SdPipeline& pipe) { return pipe.unet->conv_in->weight.scalar_type(); }
+torch::ScalarType encoder_dtype(const SdPipeline& pipe) { return pipe.vae->quant_conv->weight.scalar_type(); }
+torch::ScalarType decoder_dtype(const SdPipeline& pipe) { return pipe.vae->post_quant_conv->weight.scalar_type(); }
 
 }  // namespace
 
@@ -47,12 +50,14 @@ void check_inpaint_size(const SdPipeline& pipe, int64_t height, int64_t width) {
 }
 
 torch::Tensor encode_latents(SdPipeline& pipe, const torch::Tensor& images) {
-  const torch::Tensor& w = unet_weight(pipe);
-  return pipe.vae->encode(images.to(w.device(), w.scalar_type()) * 2.0 - 1.0).mean * pipe.vae->config.scaling_factor;
+  // x ∈ [0, 1] → [−1, 1] in float32, then the encoder's precision; the latent in the latents' one.
+  const torch::Tensor x = images.to(pipeline_device(pipe), torch::kFloat) * 2.0 - 1.0;
+  return pipe.vae->encode(x.to(encoder_dtype(pipe))).mean.to(pipe.latent_dtype) * pipe.vae->config.scaling_factor;
 }
 
 torch::Tensor decode_latents(SdPipeline& pipe, const torch::Tensor& latents) {
-  return (pipe.vae->decode(latents / pipe.vae->config.scaling_factor) / 2.0 + 0.5).clamp(0.0, 1.0);
+  const torch::Tensor z = (latents.to(pipe.latent_dtype) / pipe.vae->config.scaling_factor).to(decoder_dtype(pipe));
+  return (pipe.vae->decode(z).to(torch::kFloat) / 2.0 + 0.5).clamp(0.0, 1.0);
 }
 
 torch::Tensor inpaint_condition(SdPipeline& pipe, const torch::Tensor& image, const torch::Tensor& masks) {
@@ -60,15 +65,16 @@ torch::Tensor inpaint_condition(SdPipeline& pipe, const torch::Tensor& image, co
     throw ShapeError("inpaint: image must be [1, 3, H, W] (or one image per mask)");
   if (masks.dim() != 4 || masks.size(1) != 1 || masks.size(2) != image.size(2) || masks.size(3) != image.size(3))
     throw ShapeError("inpaint: masks must be [M, 1, H, W] with the image's H, W");
-  const torch::Tensor& w = unet_weight(pipe);
+  const torch::Device device = pipeline_device(pipe);
   const int64_t f = vae_scale_factor(pipe), h = image.size(2) / f, wd = image.size(3) / f;
   // As diffusers' mask processor: binarised at 0.5; the masked image keeps pixels where m < 0.5.
-  const torch::Tensor binary = (masks.to(w.device()) >= 0.5).to(w.scalar_type());
+  const torch::Tensor binary = (masks.to(device) >= 0.5).to(torch::kFloat);
   const torch::Tensor mask_latent = F::interpolate(binary, F::InterpolateFuncOptions().size(std::vector<int64_t>{h, wd}).mode(torch::kNearest));
-  const torch::Tensor image_m11 = image.to(w.device(), w.scalar_type()) * 2.0 - 1.0;
+  const torch::Tensor image_m11 = image.to(device, torch::kFloat) * 2.0 - 1.0;
   const torch::Tensor masked = image_m11 * (1.0 - binary);  // (1 − m) ⊙ x, x in [−1, 1]: masked pixels are 0 (grey)
-  const torch::Tensor masked_latent = pipe.vae->encode(masked).mean * pipe.vae->config.scaling_factor;  // z°
-  return torch::cat({mask_latent, masked_latent}, 1);
+  const torch::Tensor masked_latent =
+      pipe.vae->encode(masked.to(encoder_dtype(pipe))).mean.to(pipe.latent_dtype) * pipe.vae->config.scaling_factor;  // z°
+  return torch::cat({mask_latent.to(pipe.latent_dtype), masked_latent}, 1);
 }
 
 namespace {
@@ -108,7 +114,8 @@ InpaintResult inpaint_from_condition(SdPipeline& pipe, const torch::Tensor& imag
                                      const torch::Tensor& noise, const PromptConditioning& conditioning, const DenoisingSchedule& s) {
   torch::NoGradGuard no_grad;
   check_inpainting_pipeline(pipe);
-  const torch::Tensor& w = unet_weight(pipe);
+  const torch::Device device = pipeline_device(pipe);
+  const torch::ScalarType net = unet_dtype(pipe), latent = pipe.latent_dtype;
   const int64_t m = condition.size(0);
   const bool guided = s.guidance_scale > 1.0;
   if (!conditioning.cond.defined() || conditioning.cond.dim() != 3 || conditioning.cond.size(0) != 1)
@@ -122,27 +129,29 @@ InpaintResult inpaint_from_condition(SdPipeline& pipe, const torch::Tensor& imag
 
   // 3. start latent z_T̃ (eq. 7 at t_start; pure noise at strength 1). One start noise per image,
   //    shared by every mask (the paper does not say; a per-mask noise would add variance between
-  //    the cells of one scale).
-  const torch::Tensor eps = noise.to(w.device(), w.scalar_type());
+  //    the cells of one scale). Noise, latents and the scheduler's arithmetic run in the latents'
+  //    precision (float32 unless `precision.latents` says otherwise); only the UNet's input and
+  //    output cross into its own.
+  const torch::Tensor eps = noise.to(device, latent);
   torch::Tensor z = s.strength >= 1.0
                         ? eps * 1.0  // DDIM's init_noise_sigma is 1
-                        : s.scheduler.add_noise(image_latent.to(w.device(), w.scalar_type()), eps,
-                                                   torch::full({1}, timesteps.front(), torch::kLong));
+                        : s.scheduler.add_noise(image_latent.to(device, latent), eps, torch::full({1}, timesteps.front(), torch::kLong));
   z = z.expand({m, z.size(1), z.size(2), z.size(3)}).contiguous();
+  const torch::Tensor unet_condition = condition.to(device, net);
 
   // 4. denoising loop on [z_t; m↓; z°] (eq. 11)
-  const torch::Tensor cond = conditioning.cond.to(w.device(), w.scalar_type()).expand({m, -1, -1});
-  const torch::Tensor uncond = guided ? conditioning.uncond.to(w.device(), w.scalar_type()).expand({m, -1, -1}) : torch::Tensor();
+  const torch::Tensor cond = conditioning.cond.to(device, net).expand({m, -1, -1});
+  const torch::Tensor uncond = guided ? conditioning.uncond.to(device, net).expand({m, -1, -1}) : torch::Tensor();
   // The prompt's cross-attention K/V are the same for every step and mask: project them once.
   const TextProjectionCache text_projections(*pipe.unet, {cond.narrow(0, 0, 1), guided ? uncond.narrow(0, 0, 1) : torch::Tensor()});
   InpaintResult result;
   for (const int64_t t : timesteps) {
-    const torch::Tensor input = torch::cat({z, condition}, 1);  // DDIM's scale_model_input is the identity
+    const torch::Tensor input = torch::cat({z.to(net), unet_condition}, 1);  // DDIM's scale_model_input is the identity
     const torch::Tensor timestep = torch::tensor(t, torch::kLong);
-    torch::Tensor eps_hat = pipe.unet->forward(input, timestep, cond);
+    torch::Tensor eps_hat = pipe.unet->forward(input, timestep, cond).to(latent);
     ++result.unet_calls;
     if (guided) {  // ε = ε_u + g (ε_c − ε_u)
-      const torch::Tensor eps_uncond = pipe.unet->forward(input, timestep, uncond);
+      const torch::Tensor eps_uncond = pipe.unet->forward(input, timestep, uncond).to(latent);
       ++result.unet_calls;
       eps_hat = eps_uncond + s.guidance_scale * (eps_hat - eps_uncond);
     }
@@ -174,16 +183,17 @@ void SdInpainter::begin_image(const torch::Tensor& image, uint64_t seed) {
   torch::NoGradGuard no_grad;
   if (schedule_.timesteps.empty()) throw std::logic_error("SdInpainter: set_class() first");
   check_inpaint_size(pipe_, image.size(2), image.size(3));
-  const torch::Tensor& w = unet_weight(pipe_);
-  // On CUDA the upload goes through pinned (page-locked) memory, asynchronously.
-  const torch::Tensor host = w.device().is_cuda() && image.device().is_cpu() ? image.pin_memory() : image;
-  image_ = host.to(w.device(), w.scalar_type(), /*non_blocking=*/w.device().is_cuda());
+  const torch::Device device = pipeline_device(pipe_);
+  // On CUDA the upload goes through pinned (page-locked) memory, asynchronously. The image stays
+  // float32: each VAE encode casts it to the encoder's precision.
+  const torch::Tensor host = device.is_cuda() && image.device().is_cpu() ? image.pin_memory() : image;
+  image_ = host.to(device, torch::kFloat, /*non_blocking=*/device.is_cuda());
   image_latent_ = encode_latents(pipe_, image_);  // E(x), once per image
   const int64_t f = vae_scale_factor(pipe_);
   noise_ = start_noise(seed, pipe_.unet->config.out_channels, image.size(2) / f, image.size(3) / f);
 }
 
-torch::Device SdInpainter::device() const { return pipe_.unet->conv_in->weight.device(); }
+torch::Device SdInpainter::device() const { return pipeline_device(pipe_); }
 
 torch::Tensor SdInpainter::inpaint(const torch::Tensor& masks) {
   torch::NoGradGuard no_grad;

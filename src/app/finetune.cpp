@@ -231,7 +231,11 @@ FinetuneSummary FinetuneRun::run() {
     lpips->to(rt_.device, torch::kFloat);
   }
   trainer_ = std::make_unique<Trainer>(pipe_, lpips, std::move(training_shots), t, config_.resolution, config_.runtime.seed, rt_.device, reducer_);
-  if (!rt_.device.is_cuda() && t.mixed_precision != "no") spdlog::warn("train.mixed_precision = {} needs CUDA; training in float32 on the CPU", t.mixed_precision);
+  if (!rt_.device.is_cuda() && t.mixed_precision == "fp16")
+    spdlog::warn("train.mixed_precision = fp16 needs CUDA (LibTorch's CPU autocast is bf16 only); training in float32 on the CPU");
+  if (!rt_.device.is_cuda() && t.mixed_precision == "bf16" && cpu_native_bf16().empty())
+    spdlog::warn("train.mixed_precision = bf16 on a CPU without native bfloat16 (AVX512-BF16 / AMX-BF16) is emulated and slower than float32");
+  if (t.mixed_precision != "no") spdlog::info("training in {} autocast: weights, Adam and the losses in float32", t.mixed_precision);
   if (options_.save_masks && pg_->is_main()) save_masks();
 
   // What the checkpoint had done, and its optimizer states (each part's, loaded when it resumes).

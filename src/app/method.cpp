@@ -39,7 +39,9 @@ MethodRunner::MethodRunner(const AppConfig& config, const std::string& model_dir
 
   // 1. the inpainting pipeline
   pipe_ = load_sd_pipeline(model_dir_, config_.model.variant);
-  pipe_.to(runtime_.device, runtime_.dtype);
+  pipe_.to(runtime_.device, runtime_.precision);
+  spdlog::info("precision: {}{}", pipe_.precision().describe(),
+               runtime_.precision.all_float32() ? "" : " (the feature networks and the score maths: float32)");
   pipe_.use_cpu_inference_layout();
   check_inpaint_size(pipe_, config_.resolution, config_.resolution);
 

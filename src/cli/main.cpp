@@ -256,7 +256,6 @@ int run_eval_cli(EvalCli opts) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  anomalysd::limit_image_decoders();
   CLI::App app{"anomalysd: few-shot multi-class anomaly detection with Stable Diffusion inpainting (AnomalySD)"};
   app.require_subcommand(0, 1);
   bool show_version = false;

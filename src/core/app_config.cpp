@@ -145,6 +145,14 @@ std::string AppConfig::to_yaml() const {
   out << YAML::Key << "threads" << YAML::Value << runtime.threads;
   out << YAML::Key << "cpu_gemm" << YAML::Value << runtime.cpu_gemm;
   out << YAML::Key << "attention" << YAML::Value << runtime.attention;
+  const PrecisionConfig& p = runtime.precision;
+  out << YAML::Key << "precision" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "text_encoder" << YAML::Value << p.text_encoder;
+  out << YAML::Key << "unet" << YAML::Value << p.unet;
+  out << YAML::Key << "vae_encoder" << YAML::Value << p.vae_encoder;
+  out << YAML::Key << "vae_decoder" << YAML::Value << p.vae_decoder;
+  out << YAML::Key << "latents" << YAML::Value << p.latents;
+  out << YAML::EndMap;
   out << YAML::Key << "model" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "path" << YAML::Value << model.path;
   out << YAML::Key << "variant" << YAML::Value << model.variant;

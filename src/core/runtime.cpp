@@ -1,6 +1,7 @@
 #include "anomalysd/core/runtime.h"
 
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 #include <vector>
@@ -35,10 +36,17 @@ Runtime apply_runtime(const RuntimeConfig& config) {
   }
 
   rt.dtype = parse_run_dtype(config.dtype);
-  if (rt.device.is_cpu() && rt.dtype == torch::kFloat16)
-    throw InputError("dtype 'float16' (key 'dtype') needs a CUDA device: LibTorch's CPU kernels lack half-precision matmul; use float32 on CPU");
-  if (rt.device.is_cpu() && rt.dtype == torch::kBFloat16 && cpu_native_bf16().empty())
-    spdlog::warn("dtype bfloat16 on a CPU without native bfloat16 (AVX512-BF16 / AMX-BF16) is emulated and slower than float32");
+  rt.precision = resolve_precision(config);
+#if TORCH_VERSION_MAJOR < 2
+  if (rt.device.is_cpu() && rt.precision.any(torch::kFloat16))
+    throw InputError("float16 (key 'dtype' or 'precision.*': " + rt.precision.describe() + ") on the CPU needs LibTorch >= 2: LibTorch " +
+                     TORCH_VERSION + "'s CPU kernels lack half-precision convolution and matmul; use bfloat16 or float32 on the CPU");
+#endif
+  if (rt.device.is_cpu() && rt.precision.any(torch::kFloat16) && cpu_native_fp16().empty())
+    spdlog::warn("float16 on a CPU without native float16 arithmetic (AVX512-FP16 / AMX-FP16) is emulated: 7x slower than float32 on the "
+                 "demo here; use bfloat16 (native on this CPU: {}) or float32", cpu_native_bf16().empty() ? "no" : "yes");
+  if (rt.device.is_cpu() && rt.precision.any(torch::kBFloat16) && cpu_native_bf16().empty())
+    spdlog::warn("bfloat16 on a CPU without native bfloat16 (AVX512-BF16 / AMX-BF16) is emulated and slower than float32");
 
   rt.threads = config.threads > 0 ? static_cast<int>(config.threads) : default_thread_count();
   torch::set_num_threads(rt.threads);
@@ -56,26 +64,37 @@ Runtime apply_runtime(const RuntimeConfig& config) {
   }
   rt.seed = config.seed;
   torch::manual_seed(static_cast<uint64_t>(rt.seed));
-  spdlog::debug("runtime: device {}, dtype {}, {} threads, seed {}", rt.device.str(), config.dtype, rt.threads, rt.seed);
+  spdlog::debug("runtime: device {}, dtype {} ({}), {} threads, seed {}", rt.device.str(), config.dtype, rt.precision.describe(), rt.threads,
+                rt.seed);
   return rt;
 }
 
+namespace {
+
+// Those of `wanted` in the first CPU's flags line of /proc/cpuinfo, space-separated ("" if none).
+std::string cpu_flags(const std::vector<std::string>& wanted) {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("flags", 0) != 0 && line.rfind("Features", 0) != 0) continue;
+    std::istringstream words(line.substr(line.find(':') + 1));
+    std::string out;
+    for (std::string w; words >> w;)
+      if (std::find(wanted.begin(), wanted.end(), w) != wanted.end()) out += (out.empty() ? "" : " ") + w;
+    return out;
+  }
+  return std::string();
+}
+
+}  // namespace
+
 std::string cpu_native_bf16() {
-  static const std::string flags = [] {
-    std::ifstream in("/proc/cpuinfo");
-    std::string line;
-    while (std::getline(in, line)) {
-      if (line.rfind("flags", 0) != 0 && line.rfind("Features", 0) != 0) continue;
-      std::istringstream words(line.substr(line.find(':') + 1));
-      std::vector<std::string> found;
-      for (std::string w; words >> w;)
-        if (w == "avx512_bf16" || w == "amx_bf16" || w == "bf16") found.push_back(w);
-      std::string out;
-      for (const auto& f : found) out += (out.empty() ? "" : " ") + f;
-      return out;
-    }
-    return std::string();
-  }();
+  static const std::string flags = cpu_flags({"avx512_bf16", "amx_bf16", "bf16"});
+  return flags;
+}
+
+std::string cpu_native_fp16() {
+  static const std::string flags = cpu_flags({"avx512_fp16", "amx_fp16", "fphp"});
   return flags;
 }
 
@@ -85,7 +104,10 @@ std::string numeric_setup(const RuntimeConfig& config) {
   if (!cuda) gemm = gemm_backend_name(choose_cpu_gemm(config.cpu_gemm).backend);
   std::string attention = config.attention;
   if (attention == "auto") attention = sdpa_available() ? "auto=sdpa" : "auto=fused/chunked";
-  return std::string("device=") + (cuda ? "cuda" : "cpu") + " dtype=" + config.dtype + " cpu_gemm=" + gemm + " attention=" + attention +
+  // Each part's precision once any is not float32 (float32 runs keep the identity they had).
+  const PipelinePrecision precision = resolve_precision(config);
+  const std::string parts = precision.all_float32() ? "" : " precision=(" + precision.describe() + ")";
+  return std::string("device=") + (cuda ? "cuda" : "cpu") + " dtype=" + config.dtype + parts + " cpu_gemm=" + gemm + " attention=" + attention +
          " libtorch=" + TORCH_VERSION;
 }
 

@@ -28,6 +28,14 @@ cv::Mat read_or_throw(const std::string& path, int flags, const char* what) {
   const bool known = magic.rfind("\x89PNG\r\n\x1a\n", 0) == 0 || magic.rfind("\xFF\xD8\xFF", 0) == 0 || magic.rfind("BM", 0) == 0 ||
                      magic.rfind(std::string("II*\0", 4), 0) == 0 || magic.rfind(std::string("MM\0*", 4), 0) == 0;
   if (!known) throw FormatError(path, std::string("cannot decode ") + what + ": not a PNG, JPEG, BMP or TIFF file");
+  // Refuse huge images from the header, before the decoder allocates them (OpenCV's own cap,
+  // OPENCV_IO_MAX_IMAGE_PIXELS, is read when the library loads: too early for us to set it).
+  const auto [h, w] = read_image_size(path);
+  if (h <= 0 || w <= 0) throw FormatError(path, std::string(what) + " has no pixels");
+  if (int64_t(h) * w > kMaxImagePixels)
+    throw FormatError(path, std::string(what) + " is " + std::to_string(w) + "x" + std::to_string(h) + ", larger than the " +
+                                std::to_string(kMaxImagePixels) + " pixels anomalysd reads (" + std::to_string(kMaxImageBytes >> 20) +
+                                " MiB as float RGB)");
   cv::Mat m;
   try {
     m = cv::imread(path, flags);
@@ -52,26 +60,34 @@ void write_encoded(const std::string& path, const char* ext, const cv::Mat& imag
 
 }  // namespace
 
-void limit_image_decoders() {
-  // OpenCV reads this once, at its first decode; an explicit user setting wins.
-  ::setenv("OPENCV_IO_MAX_IMAGE_PIXELS", std::to_string(kMaxImagePixels).c_str(), /*overwrite=*/0);
-}
-
 std::pair<int, int> read_image_size(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw FormatError(path, "cannot open image");
-  unsigned char h[24] = {};
+  unsigned char h[26] = {};
   in.read(reinterpret_cast<char*>(h), sizeof h);
+  const std::streamsize got = in.gcount();
   auto be16 = [](const unsigned char* p) { return (p[0] << 8) | p[1]; };
   auto be32 = [](const unsigned char* p) { return static_cast<int>((uint32_t(p[0]) << 24) | (p[1] << 16) | (p[2] << 8) | p[3]); };
-  if (in.gcount() == 24 && h[0] == 0x89 && h[1] == 'P' && h[2] == 'N' && h[3] == 'G') return {be32(h + 20), be32(h + 16)};
-  if (in.gcount() >= 2 && h[0] == 0xFF && h[1] == 0xD8) {  // JPEG: walk the markers to a start-of-frame
+  auto le16 = [](const unsigned char* p) { return p[0] | (p[1] << 8); };
+  auto le32 = [](const unsigned char* p) { return static_cast<int32_t>(uint32_t(p[0]) | (p[1] << 8) | (p[2] << 16) | (uint32_t(p[3]) << 24)); };
+  const auto no_size = [&](const char* format) { return FormatError(path, std::string("cannot read the image size from its ") + format + " header"); };
+  if (got >= 2 && h[0] == 0x89 && h[1] == 'P') {  // PNG: IHDR is the first chunk
+    if (got < 24 || std::string(reinterpret_cast<char*>(h) + 12, 4) != "IHDR") throw no_size("PNG");
+    return {be32(h + 20), be32(h + 16)};
+  }
+  if (got >= 2 && h[0] == 0xFF && h[1] == 0xD8) {  // JPEG: walk the markers to a start-of-frame
     in.clear();
     in.seekg(2);
-    unsigned char m[9];
-    while (in.read(reinterpret_cast<char*>(m), 4)) {
-      if (m[0] != 0xFF) break;
-      const int marker = m[1], length = be16(m + 2);
+    for (int c; (c = in.get()) != EOF;) {
+      if (c != 0xFF) break;
+      int marker = in.get();
+      while (marker == 0xFF) marker = in.get();  // fill bytes
+      if (marker == EOF) break;
+      if (marker == 0x01 || (marker >= 0xD0 && marker <= 0xD7)) continue;  // markers without a length
+      unsigned char m[5];
+      if (!in.read(reinterpret_cast<char*>(m), 2)) break;
+      const int length = be16(m);
+      if (length < 2) break;
       const bool sof = marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC;
       if (sof) {
         if (!in.read(reinterpret_cast<char*>(m), 5)) break;
@@ -79,9 +95,38 @@ std::pair<int, int> read_image_size(const std::string& path) {
       }
       in.seekg(length - 2, std::ios::cur);
     }
+    throw no_size("JPEG");
   }
-  const cv::Mat img = read_or_throw(path, cv::IMREAD_UNCHANGED, "image");
-  return {img.rows, img.cols};
+  if (got >= 2 && h[0] == 'B' && h[1] == 'M') {  // BMP: BITMAPCOREHEADER (12 bytes: 16-bit sides) or a later one (32-bit)
+    if (got < 26) throw no_size("BMP");
+    const int32_t dib = le32(h + 14);
+    if (dib == 12) return {le16(h + 20), le16(h + 18)};
+    if (dib < 40) throw no_size("BMP");
+    const int64_t height = le32(h + 22);  // negative: stored top-down
+    return {static_cast<int>(std::min<int64_t>(std::abs(height), INT32_MAX)), le32(h + 18)};
+  }
+  if (got >= 8 && ((h[0] == 'I' && h[1] == 'I') || (h[0] == 'M' && h[1] == 'M'))) {  // TIFF: tags 256/257 of the first IFD
+    const bool little = h[0] == 'I';
+    auto u16 = [&](const unsigned char* p) { return little ? le16(p) : be16(p); };
+    auto u32 = [&](const unsigned char* p) { return static_cast<uint32_t>(little ? le32(p) : be32(p)); };
+    if (u16(h + 2) != 42) throw no_size("TIFF");
+    in.clear();
+    in.seekg(u32(h + 4));
+    unsigned char count_bytes[2];
+    if (!in.read(reinterpret_cast<char*>(count_bytes), 2)) throw no_size("TIFF");
+    int64_t width = -1, height = -1;
+    for (int i = 0, n = u16(count_bytes); i < n; ++i) {
+      unsigned char e[12];
+      if (!in.read(reinterpret_cast<char*>(e), 12)) break;
+      const int tag = u16(e), type = u16(e + 2);
+      if (tag != 256 && tag != 257) continue;
+      const int64_t value = type == 3 ? u16(e + 8) : type == 4 ? static_cast<int64_t>(u32(e + 8)) : -1;  // SHORT | LONG
+      (tag == 256 ? width : height) = value;
+    }
+    if (width < 0 || height < 0) throw no_size("TIFF");
+    return {static_cast<int>(std::min<int64_t>(height, INT32_MAX)), static_cast<int>(std::min<int64_t>(width, INT32_MAX))};
+  }
+  throw FormatError(path, "cannot decode image: not a PNG, JPEG, BMP or TIFF file");
 }
 
 cv::Mat read_mask(const std::string& path) {
@@ -108,17 +153,10 @@ cv::Mat read_rgb(const std::string& path) {
 }
 
 cv::Mat read_rgb_float(const std::string& path) {
-  // Refuse huge images from the header, before the decoder allocates them.
-  const auto [h, w] = read_image_size(path);
-  if (h <= 0 || w <= 0) throw FormatError(path, "image has no pixels");
-  if (h < kMinImageSide || w < kMinImageSide)
-    throw FormatError(path, "image is " + std::to_string(w) + "x" + std::to_string(h) + ", smaller than the " + std::to_string(kMinImageSide) +
-                                "x" + std::to_string(kMinImageSide) + " anomalysd inspects");
-  if (int64_t(h) * w > kMaxImagePixels)
-    throw FormatError(path, "image is " + std::to_string(w) + "x" + std::to_string(h) + ", larger than the " +
-                                std::to_string(kMaxImagePixels) + " pixels anomalysd reads (" + std::to_string(kMaxImageBytes >> 20) +
-                                " MiB as float RGB)");
-  const cv::Mat raw = read_or_throw(path, cv::IMREAD_UNCHANGED, "image");
+  const cv::Mat raw = read_or_throw(path, cv::IMREAD_UNCHANGED, "image");  // refuses oversized files from the header
+  if (raw.rows < kMinImageSide || raw.cols < kMinImageSide)
+    throw FormatError(path, "image is " + std::to_string(raw.cols) + "x" + std::to_string(raw.rows) + ", smaller than the " +
+                                std::to_string(kMinImageSide) + "x" + std::to_string(kMinImageSide) + " anomalysd inspects");
   // Depth first (colour conversion has no kernels for signed or 32-bit integer pixels), then
   // channels, in float.
   double scale = 1.0;

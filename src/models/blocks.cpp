@@ -22,13 +22,28 @@ void use_channels_last(torch::nn::Module& module) {
     if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
 }
 
+torch::Tensor GroupNormImpl::forward(const torch::Tensor& x) {
+#if TORCH_VERSION_MAJOR >= 2
+  return torch::nn::GroupNormImpl::forward(x);  // its CPU kernels accumulate in float (measured right at every size)
+#else
+  const bool half = x.scalar_type() == torch::kBFloat16 || x.scalar_type() == torch::kHalf;
+  if (!half || !x.is_cpu()) return torch::nn::GroupNormImpl::forward(x);
+  const auto& o = options;
+  return F::group_norm(x.to(torch::kFloat), F::GroupNormFuncOptions(o.num_groups())
+                                                .weight(weight.defined() ? weight.to(torch::kFloat) : weight)
+                                                .bias(bias.defined() ? bias.to(torch::kFloat) : bias)
+                                                .eps(o.eps()))
+      .to(x.scalar_type());
+#endif
+}
+
 // ---------------------------------------------------------------------------------------------
 ResnetBlock2DImpl::ResnetBlock2DImpl(int64_t in_channels, int64_t out_channels, int64_t temb_channels, int64_t groups,
                                      double eps) {
-  norm1 = register_module("norm1", nn::GroupNorm(nn::GroupNormOptions(groups, in_channels).eps(eps)));
+  norm1 = register_module("norm1", GroupNorm(nn::GroupNormOptions(groups, in_channels).eps(eps)));
   conv1 = register_module("conv1", nn::Conv2d(nn::Conv2dOptions(in_channels, out_channels, 3).padding(1)));
   if (temb_channels > 0) time_emb_proj = register_module("time_emb_proj", nn::Linear(temb_channels, out_channels));
-  norm2 = register_module("norm2", nn::GroupNorm(nn::GroupNormOptions(groups, out_channels).eps(eps)));
+  norm2 = register_module("norm2", GroupNorm(nn::GroupNormOptions(groups, out_channels).eps(eps)));
   conv2 = register_module("conv2", nn::Conv2d(nn::Conv2dOptions(out_channels, out_channels, 3).padding(1)));
   if (in_channels != out_channels)
     conv_shortcut = register_module("conv_shortcut", nn::Conv2d(nn::Conv2dOptions(in_channels, out_channels, 1)));
@@ -56,7 +71,7 @@ AttentionImpl::AttentionImpl(const AttentionOptions& o) : options(o) {
   const int64_t inner = o.heads * o.head_dim;
   const int64_t context_dim = o.cross_attention_dim > 0 ? o.cross_attention_dim : o.query_dim;
   if (o.norm_groups > 0)
-    group_norm = register_module("group_norm", nn::GroupNorm(nn::GroupNormOptions(o.norm_groups, o.query_dim).eps(o.norm_eps)));
+    group_norm = register_module("group_norm", GroupNorm(nn::GroupNormOptions(o.norm_groups, o.query_dim).eps(o.norm_eps)));
   to_q = register_module("to_q", nn::Linear(nn::LinearOptions(o.query_dim, inner).bias(o.qkv_bias)));
   to_k = register_module("to_k", nn::Linear(nn::LinearOptions(context_dim, inner).bias(o.qkv_bias)));
   to_v = register_module("to_v", nn::Linear(nn::LinearOptions(context_dim, inner).bias(o.qkv_bias)));
@@ -195,7 +210,7 @@ torch::Tensor BasicTransformerBlockImpl::forward(const torch::Tensor& x, const t
 Transformer2DModelImpl::Transformer2DModelImpl(int64_t channels, int64_t heads, int64_t cross_attention_dim,
                                                int64_t groups, bool linear, bool upcast)
     : use_linear_projection(linear) {
-  norm = register_module("norm", nn::GroupNorm(nn::GroupNormOptions(groups, channels).eps(1e-6)));
+  norm = register_module("norm", GroupNorm(nn::GroupNormOptions(groups, channels).eps(1e-6)));
   if (linear)
     proj_in_linear = register_module("proj_in", nn::Linear(channels, channels));
   else

@@ -32,10 +32,24 @@ void expect_component(const nlohmann::json& index, const std::string& path, cons
 
 }  // namespace
 
-void SdPipeline::to(torch::Device device, torch::ScalarType dtype) {
-  text_encoder->to(device, dtype);
-  unet->to(device, dtype);
-  vae->to(device, dtype);
+void SdPipeline::to(torch::Device device, const PipelinePrecision& precision) {
+  text_encoder->to(device, precision.text_encoder);
+  unet->to(device, precision.unet);
+  vae->encoder->to(device, precision.vae_encoder);
+  vae->quant_conv->to(device, precision.vae_encoder);
+  vae->decoder->to(device, precision.vae_decoder);
+  vae->post_quant_conv->to(device, precision.vae_decoder);
+  latent_dtype = precision.latents;
+}
+
+PipelinePrecision SdPipeline::precision() const {
+  PipelinePrecision p;
+  p.text_encoder = text_encoder->token_embedding->weight.scalar_type();
+  p.unet = unet->conv_in->weight.scalar_type();
+  p.vae_encoder = vae->quant_conv->weight.scalar_type();
+  p.vae_decoder = vae->post_quant_conv->weight.scalar_type();
+  p.latents = latent_dtype;
+  return p;
 }
 
 void SdPipeline::use_cpu_inference_layout() {

@@ -129,7 +129,7 @@ UNet2DConditionModelImpl::UNet2DConditionModelImpl(UNetConfig c) : config(std::m
                                    config.attention_heads[level], config.up_block_types[i] == "CrossAttnUpBlock2D",
                                    i < levels - 1));
   }
-  conv_norm_out = register_module("conv_norm_out", nn::GroupNorm(nn::GroupNormOptions(config.norm_num_groups, ch[0]).eps(config.norm_eps)));
+  conv_norm_out = register_module("conv_norm_out", GroupNorm(nn::GroupNormOptions(config.norm_num_groups, ch[0]).eps(config.norm_eps)));
   conv_out = register_module("conv_out", nn::Conv2d(nn::Conv2dOptions(ch[0], config.out_channels, 3).padding(1)));
 }
 

@@ -69,7 +69,7 @@ VaeEncoderImpl::VaeEncoderImpl(const VaeConfig& c) {
     down_blocks->push_back(VaeLevel(in, out, c.layers_per_block, c.norm_num_groups, true, i + 1 < ch.size()));
   }
   mid_block = register_module("mid_block", VaeMidBlock(ch.back(), c.norm_num_groups));
-  conv_norm_out = register_module("conv_norm_out", nn::GroupNorm(nn::GroupNormOptions(c.norm_num_groups, ch.back()).eps(kVaeEps)));
+  conv_norm_out = register_module("conv_norm_out", GroupNorm(nn::GroupNormOptions(c.norm_num_groups, ch.back()).eps(kVaeEps)));
   conv_out = register_module("conv_out", nn::Conv2d(nn::Conv2dOptions(ch.back(), 2 * c.latent_channels, 3).padding(1)));
 }
 
@@ -92,7 +92,7 @@ VaeDecoderImpl::VaeDecoderImpl(const VaeConfig& c) {
     // The decoder has one more resnet per level than the encoder.
     up_blocks->push_back(VaeLevel(prev, out, c.layers_per_block + 1, c.norm_num_groups, false, i + 1 < ch.size()));
   }
-  conv_norm_out = register_module("conv_norm_out", nn::GroupNorm(nn::GroupNormOptions(c.norm_num_groups, ch[0]).eps(kVaeEps)));
+  conv_norm_out = register_module("conv_norm_out", GroupNorm(nn::GroupNormOptions(c.norm_num_groups, ch[0]).eps(kVaeEps)));
   conv_out = register_module("conv_out", nn::Conv2d(nn::Conv2dOptions(ch[0], c.out_channels, 3).padding(1)));
 }
 

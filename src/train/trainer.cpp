@@ -27,13 +27,21 @@ uint64_t mix(std::initializer_list<uint64_t> values) {
   return h;
 }
 
-void set_autocast(bool on, torch::ScalarType dtype) {
+// Autocast on the device's type: CUDA (fp16 or bf16) or the CPU (bf16: matmuls and convolutions
+// in bfloat16, reductions and the loss in float32; the weights and Adam stay float32).
+void set_autocast(const torch::Device& device, bool on, torch::ScalarType dtype) {
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-  at::autocast::set_autocast_enabled(at::kCUDA, on);
-  if (on) at::autocast::set_autocast_dtype(at::kCUDA, dtype);
+  const at::DeviceType type = device.is_cuda() ? at::kCUDA : at::kCPU;
+  at::autocast::set_autocast_enabled(type, on);
+  if (on) at::autocast::set_autocast_dtype(type, dtype);
 #else
-  at::autocast::set_enabled(on);
-  if (on) at::autocast::set_autocast_gpu_dtype(dtype);
+  if (device.is_cuda()) {
+    at::autocast::set_enabled(on);
+    if (on) at::autocast::set_autocast_gpu_dtype(dtype);
+  } else {
+    at::autocast::set_cpu_enabled(on);
+    if (on) at::autocast::set_autocast_cpu_dtype(dtype);
+  }
 #endif
   if (!on) at::autocast::clear_cache();
 }
@@ -177,7 +185,8 @@ StepResult Trainer::step(int64_t local, int64_t step) {
   const int part = current_part_;
   if (part < 0) throw std::logic_error("Trainer::step before enter_part");
   const TrainSettings& t = settings_;
-  const bool autocast = device_.is_cuda() && t.mixed_precision != "no";
+  // CUDA: fp16 or bf16 autocast; the CPU: bf16 only (LibTorch's CPU autocast has no fp16 list).
+  const bool autocast = t.mixed_precision == "bf16" || (device_.is_cuda() && t.mixed_precision == "fp16");
   const torch::ScalarType amp_dtype = t.mixed_precision == "bf16" ? torch::kBFloat16 : torch::kHalf;
   const bool scaled = autocast && amp_dtype == torch::kHalf;
   adam_->zero_grad();
@@ -191,7 +200,7 @@ StepResult Trainer::step(int64_t local, int64_t step) {
     const int64_t n = std::min(t.batch_size, count - offset);
     const double weight = static_cast<double>(n) / static_cast<double>(global);
     const TrainingBatch b = make_batch(part, first + offset, n);
-    if (autocast) set_autocast(true, amp_dtype);
+    if (autocast) set_autocast(device_, true, amp_dtype);
     torch::Tensor loss;
     if (part == kUnet) {
       loss = unet_loss(pipe_, b.images, b.masks, contexts(b.prompts), b.timesteps, b.noise);  // eq. 8
@@ -201,7 +210,7 @@ StepResult Trainer::step(int64_t local, int64_t step) {
       sums[1] += d.mse.item<double>() * weight;
       sums[2] += d.lpips.item<double>() * weight;
     }
-    if (autocast) set_autocast(false, amp_dtype);
+    if (autocast) set_autocast(device_, false, amp_dtype);
     sums[0] += loss.item<double>() * weight;
     ((scaled ? loss * loss_scale_ : loss) * weight).backward();
   }

@@ -126,6 +126,9 @@ TEST(Eval, EndToEndResumeAndShards) {
   EXPECT_NE(refusal("inference.alpha=0.2").find("'alpha: 0.2"), std::string::npos) << refusal("inference.alpha=0.2");
   EXPECT_NE(refusal("inference.mask_batch=4").find("'mask_batch: 4"), std::string::npos) << refusal("inference.mask_batch=4");
   EXPECT_NE(refusal("dtype=bfloat16").find("dtype=bfloat16"), std::string::npos) << refusal("dtype=bfloat16");
+  // One part in half precision is another numeric setup too, named part by part.
+  const std::string decoder = refusal("precision.vae_decoder=bfloat16");
+  EXPECT_NE(decoder.find("vae_decoder=bfloat16"), std::string::npos) << decoder;
   const nlohmann::json run = read_json_file((out / "run.json").string());
   const std::string setup = run["identity"]["config"]["numeric_setup"];
   EXPECT_NE(setup.find("device=cpu dtype=float32"), std::string::npos) << setup;
@@ -229,14 +232,16 @@ TEST(Eval, UnetCallsAreExactlyImagesTimesMaskBatchesTimesSteps) {
 TEST(Eval, Bfloat16RunsEndToEndOnTheCpuWithFiniteMapsCloseToFloat32) {
   ANOMALYSD_REQUIRE_FIXTURES(fixtures);
   EvalFixture f(fixtures);
-  // dtype bfloat16: the UNet, VAE and text encoder in bfloat16; LPIPS, EfficientNet, the nearest-
-  // neighbour search and the score maths in float32 (MethodRunner).
+  // dtype bfloat16: the SD networks as PipelinePrecision::for_dtype says, the latents and the
+  // scheduler in float32; LPIPS, EfficientNet, the nearest-neighbour search and the score maths in
+  // float32 (MethodRunner).
   EvalOptions fp32 = f.options("fp32"), bf16 = f.options("bf16");
   fp32.limit_per_class = bf16.limit_per_class = 3;
   bf16.overrides.push_back("dtype=bfloat16");
   {
     MethodRunner runner(load_app_config("", bf16.overrides), f.model, /*with_prototype=*/true);
     EXPECT_EQ(runner.pipeline().unet->conv_in->weight.scalar_type(), torch::kBFloat16);
+    EXPECT_EQ(runner.pipeline().precision(), PipelinePrecision::for_dtype(torch::kBFloat16)) << runner.pipeline().precision().describe();
     EXPECT_EQ(runner.lpips()->parameters().front().scalar_type(), torch::kFloat) << "LPIPS follows dtype";
     ASSERT_TRUE(runner.efficientnet());
     EXPECT_EQ(runner.efficientnet()->parameters().front().scalar_type(), torch::kFloat) << "EfficientNet follows dtype";

@@ -9,6 +9,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "anomalysd/core/app_config.h"
+#include "anomalysd/core/runtime.h"
 #include "anomalysd/data/prompts.h"
 #include "anomalysd/io/config.h"
 #include "anomalysd/io/errors.h"
@@ -102,6 +103,37 @@ TEST(Config, OutOfRangeAndBadChoice) {
             "cfg.yaml:1:8: key 'dtype' = 'fp8' is not one of: float32, float16, bfloat16");
   EXPECT_EQ(config_error("device: gpu\n", bind_app),
             "cfg.yaml:1:9: key 'device' = 'gpu' is not one of: auto, cpu, cuda, cuda:N");
+}
+
+// `precision:` sets each SD part's dtype; `auto` follows `dtype`'s rule, which keeps the latents
+// (noise, z_t, the DDIM step) in float32 whatever `dtype` says.
+TEST(Config, PrecisionPerPartAutoFollowsDtypeButKeepsTheLatentsFloat32) {
+  auto resolved = [](const std::vector<std::string>& overrides) {
+    ConfigSource source = parse_config_text("", "cfg.yaml");
+    apply_overrides(source, overrides);
+    return resolve_precision(AppConfig::from_source(source).runtime);
+  };
+  EXPECT_TRUE(resolved({}).all_float32());
+  const PipelinePrecision bf16 = resolved({"dtype=bfloat16"});
+  EXPECT_EQ(bf16, PipelinePrecision::for_dtype(c10::kBFloat16));
+  EXPECT_EQ(bf16.unet, c10::kBFloat16);
+  EXPECT_EQ(bf16.latents, c10::kFloat) << bf16.describe();
+  const PipelinePrecision fp16 = resolved({"dtype=float16"});
+  EXPECT_EQ(fp16.unet, c10::kHalf);
+  EXPECT_EQ(fp16.latents, c10::kFloat) << fp16.describe();
+  // One part alone, for measuring where half precision costs.
+  const PipelinePrecision decoder = resolved({"precision.vae_decoder=bfloat16"});
+  EXPECT_EQ(decoder.describe(), "text_encoder=float32 unet=float32 vae_encoder=float32 vae_decoder=bfloat16 latents=float32");
+  EXPECT_EQ(resolved({"dtype=bfloat16", "precision.latents=bfloat16"}), PipelinePrecision::uniform(c10::kBFloat16));
+  EXPECT_EQ(resolved({"dtype=bfloat16", "precision.unet=float32"}).unet, c10::kFloat);
+  EXPECT_EQ(config_error("precision:\n  unet: fp8\n", bind_app),
+            "cfg.yaml:2:9: key 'precision.unet' = 'fp8' is not one of: auto, float32, float16, bfloat16");
+  EXPECT_EQ(config_error("precision:\n  vae: bfloat16\n", bind_app).rfind("cfg.yaml:2:3: unknown key 'precision.vae'", 0), 0u)
+      << config_error("precision:\n  vae: bfloat16\n", bind_app);
+  // The resolved config says it, and reads back the same.
+  ConfigSource source = parse_config_text("precision:\n  vae_encoder: float16\n", "cfg.yaml");
+  const AppConfig c = AppConfig::from_source(source);
+  EXPECT_EQ(AppConfig::from_source(parse_config_text(c.to_yaml(), "dump.yaml")).runtime.precision.vae_encoder, "float16");
 }
 
 TEST(Config, OverrideErrorsNameTheOverride) {

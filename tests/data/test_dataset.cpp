@@ -181,11 +181,54 @@ TEST(ImageIo, FormatsBeyondPngJpegBmpTiffAreRefusedBeforeDecoding) {
   }
 }
 
+// Every format's size comes from its header (PNG IHDR, JPEG start of frame, BMP DIB header, TIFF
+// first IFD), so that an oversized file is refused before OpenCV allocates it: a 60-byte TIFF that
+// claims 60000² pixels is refused by name (decoding it would ask for 10.8 GB).
+TEST(ImageIo, EveryFormatsSizeComesFromItsHeaderAndOversizedFilesAreRefusedBeforeDecoding) {
+  test::TempDir dir;
+  const cv::Mat image(23, 37, CV_8UC3, cv::Scalar(10, 200, 90));
+  for (const char* ext : {".png", ".jpg", ".bmp", ".tiff"}) {
+    const std::string path = dir.file(std::string("image") + ext);
+    ASSERT_TRUE(cv::imwrite(path, image));
+    EXPECT_EQ(read_image_size(path), std::make_pair(23, 37)) << ext;
+  }
+  // A big-endian TIFF whose only IFD says 60000 × 60000, LONG width and SHORT height.
+  const std::string tiff = dir.file("huge.tiff");
+  {
+    std::string bytes("MM\0*\0\0\0\x08", 8);
+    bytes += std::string("\0\x02", 2);                                               // 2 entries
+    bytes += std::string("\x01\x00\0\x04\0\0\0\x01\0\0\xea\x60", 12);            // 256 ImageWidth, LONG 60000
+    bytes += std::string("\x01\x01\0\x03\0\0\0\x01\xea\x60\0\0", 12);            // 257 ImageLength, SHORT 60000
+    bytes += std::string(4, '\0');
+    std::ofstream(tiff, std::ios::binary) << bytes;
+  }
+  EXPECT_EQ(read_image_size(tiff), std::make_pair(60000, 60000));
+  for (auto read : {+[](const std::string& p) { (void)read_rgb_float(p); }, +[](const std::string& p) { (void)read_mask(p); },
+                    +[](const std::string& p) { (void)read_anomaly_map(p); }}) {
+    try {
+      read(tiff);
+      ADD_FAILURE() << "expected FormatError";
+    } catch (const FormatError& e) {
+      EXPECT_EQ(e.path(), tiff);
+      EXPECT_NE(std::string(e.what()).find("60000x60000, larger than"), std::string::npos) << e.what();
+    }
+  }
+  // A header that holds no size is an error naming the file, never a decode.
+  const std::string cut = dir.file("cut.bmp");
+  std::ofstream(cut, std::ios::binary) << std::string("BM\0\0\0\0", 6);
+  try {
+    read_image_size(cut);
+    ADD_FAILURE() << "expected FormatError";
+  } catch (const FormatError& e) {
+    EXPECT_EQ(e.path(), cut);
+    EXPECT_NE(std::string(e.what()).find("BMP header"), std::string::npos) << e.what();
+  }
+}
+
 // The size cap comes from memory (fuzz_image ran out of memory on a 64-byte BMP whose RLE data
 // ends at once: 16384² pixels, 3.2 GB for each of two float copies). Such a file is refused by
 // name; the largest image under the cap decodes, its float RGB copy within kMaxImageBytes.
 TEST(ImageIo, TheSizeCapComesFromMemoryAndTheLargestImageUnderItDecodes) {
-  limit_image_decoders();  // as main() does: OpenCV's decoders refuse what the header check cannot see
   static_assert(kMaxImagePixels * 3 * sizeof(float) <= kMaxImageBytes, "the float RGB copy fits the budget");
   const std::string images = std::string(ANOMALYSD_SOURCE_DIR) + "/tests/data/images/";
   const std::string over = images + "oversized-16384x16384.bmp";
@@ -195,9 +238,9 @@ TEST(ImageIo, TheSizeCapComesFromMemoryAndTheLargestImageUnderItDecodes) {
   } catch (const FormatError& e) {
     EXPECT_EQ(e.path(), over);
   }
-  // Neither file is a fuzz seed: BMP and TIFF sizes are known only after decoding (OpenCV reads
-  // OPENCV_IO_MAX_IMAGE_PIXELS when it loads, before limit_image_decoders() can set it), so each
-  // mutation of them decodes tens of millions of pixels under ASan (79 runs in 30 s instead of 50,000).
+  // The large file is no fuzz seed: each mutation of it would decode 44.7 M pixels under ASan (79
+  // runs in 30 s instead of 50,000). scripts/fuzz.sh runs it once through fuzz_image instead, within
+  // libFuzzer's default RSS limit.
   const cv::Mat large = read_rgb_float(images + "large-8192x5461.bmp");
   ASSERT_EQ(large.rows, 5461);
   ASSERT_EQ(large.cols, 8192);

@@ -9,8 +9,20 @@
 #include <c10/core/ScalarType.h>
 
 #include "anomalysd/io/config.h"
+#include "anomalysd/models/precision.h"
 
 namespace anomalysd {
+
+// The `precision:` section: each SD part's dtype, auto | float32 | float16 | bfloat16. `auto` follows
+// resolve_precision()'s rule for `dtype`; the explicit values are for measuring where half precision
+// costs (README, "Half precision").
+struct PrecisionConfig {
+  std::string text_encoder = "auto";
+  std::string unet = "auto";
+  std::string vae_encoder = "auto";
+  std::string vae_decoder = "auto";
+  std::string latents = "auto";
+};
 
 struct RuntimeConfig {
   std::string device = "auto";    // auto | cpu | cuda | cuda:N
@@ -19,14 +31,17 @@ struct RuntimeConfig {
   int64_t threads = 0;  // LibTorch intra-op threads; 0 = all cores (Debian's LibTorch defaults to 1)
   std::string cpu_gemm = "auto";       // auto | onednn | blas: the CPU GEMM of Linear layers (models/cpu_gemm.h)
   std::string attention = "auto";  // auto | sdpa | fused | chunked (models/attention_kernels.h)
+  PrecisionConfig precision;
 
-  // Reads the keys `device`, `dtype`, `seed`, `threads`, `cpu_gemm`, `attention` of `section`.
+  // Reads the keys `device`, `dtype`, `seed`, `threads`, `cpu_gemm`, `attention` and the
+  // `precision:` section of `section`.
   static RuntimeConfig from_config(ConfigSection& section);
 };
 
 struct Runtime {
   c10::Device device{c10::kCPU};
   c10::ScalarType dtype = c10::kFloat;
+  PipelinePrecision precision;  // resolve_precision(config)
   int threads = 1;
   int64_t seed = 0;
   std::string gemm;  // the CPU GEMM in use and why ("" on CUDA)
@@ -45,11 +60,17 @@ std::string numeric_setup(const RuntimeConfig& config);
 // Whether this CPU computes bfloat16 natively (x86: AVX512-BF16 or AMX-BF16, from /proc/cpuinfo;
 // aarch64: the bf16 feature), and the flags found ("" when none).
 std::string cpu_native_bf16();
+// The same for float16 (x86: AVX512-FP16 or AMX-FP16; aarch64: fphp).
+std::string cpu_native_fp16();
 
 // Whether `device` (auto resolved) is a CUDA device.
 bool resolves_to_cuda(const RuntimeConfig& config);
 
 c10::ScalarType parse_run_dtype(const std::string& name);  // float32 | float16 | bfloat16
+
+// Each SD part's dtype: an explicit `precision.<part>` as written, `auto` as
+// PipelinePrecision::for_dtype(dtype) says.
+PipelinePrecision resolve_precision(const RuntimeConfig& config);
 int default_thread_count();
 
 }  // namespace anomalysd

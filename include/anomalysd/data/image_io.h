@@ -20,12 +20,11 @@ constexpr int64_t kMaxImageBytes = int64_t(512) << 20;
 constexpr int64_t kMaxImagePixels = kMaxImageBytes / (3 * sizeof(float));
 constexpr int kMinImageSide = 8;
 
-// Caps OpenCV's decoders at kMaxImagePixels (OPENCV_IO_MAX_IMAGE_PIXELS), so that formats whose
-// size we do not read from the header (BMP, TIFF, ...) are refused before allocation too. Call
-// before the first image is read; main() does.
-void limit_image_decoders();
-
-// (height, width) from the file header (PNG, JPEG), without decoding; other formats are decoded.
+// (height, width) from the file header of a PNG (IHDR), JPEG (start of frame), BMP (DIB header) or
+// TIFF (first IFD's tags 256/257), without decoding. Every reader below checks it against
+// kMaxImagePixels before OpenCV allocates anything: OpenCV's own cap (OPENCV_IO_MAX_IMAGE_PIXELS)
+// is read when the library loads, too early for a program to set it. Throws FormatError naming the
+// file when the header holds no size or the file is none of the four formats.
 std::pair<int, int> read_image_size(const std::string& path);
 
 // A ground-truth mask as CV_8U, 1 where the file is non-zero (masks are binarised).

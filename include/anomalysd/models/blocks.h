@@ -21,12 +21,24 @@ inline torch::Tensor linear(const torch::nn::Linear& layer, const torch::Tensor&
 // unchanged; outputs of the UNet and VAE are returned contiguous (NCHW) either way.
 void use_channels_last(torch::nn::Module& module);
 
+// torch::nn::GroupNorm (same parameters, same state-dict names) whose statistics are float32 on the
+// CPU in half precision: LibTorch 1.13's CPU GroupNorm on channels-last bfloat16 input accumulates
+// in bfloat16 and, from 1,024 positions per group on (the demo VAE's 32² and 64² levels, every
+// real-size UNet and VAE level), is wrong by whole units, not by rounding (README, "Half
+// precision"), so there it runs on a float32 copy. LibTorch 2's CPU kernels and CUDA's accumulate
+// in float and run as they are.
+struct GroupNormImpl : torch::nn::GroupNormImpl {
+  using torch::nn::GroupNormImpl::GroupNormImpl;
+  torch::Tensor forward(const torch::Tensor& x);
+};
+TORCH_MODULE(GroupNorm);
+
 struct ResnetBlock2DImpl : torch::nn::Module {
   // temb_channels = 0: no time embedding (the VAE).
   ResnetBlock2DImpl(int64_t in_channels, int64_t out_channels, int64_t temb_channels, int64_t groups, double eps);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& temb = {});
 
-  torch::nn::GroupNorm norm1{nullptr}, norm2{nullptr};
+  GroupNorm norm1{nullptr}, norm2{nullptr};
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv_shortcut{nullptr};
   torch::nn::Linear time_emb_proj{nullptr};
 };
@@ -57,7 +69,7 @@ struct AttentionImpl : torch::nn::Module {
   void clear_text_projections() { text_projections.clear(); }
 
   AttentionOptions options;
-  torch::nn::GroupNorm group_norm{nullptr};
+  GroupNorm group_norm{nullptr};
   torch::nn::Linear to_q{nullptr}, to_k{nullptr}, to_v{nullptr};
   torch::nn::ModuleList to_out;  // [Linear] — as diffusers' [Linear, Dropout]; only index 0 holds weights
   torch::nn::Linear to_out_0{nullptr};  // the same module as to_out[0], typed
@@ -121,7 +133,7 @@ struct Transformer2DModelImpl : torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& context);  // [B, C, H, W] -> same
 
   bool use_linear_projection;
-  torch::nn::GroupNorm norm{nullptr};
+  GroupNorm norm{nullptr};
   // SD1 checkpoints project with 1×1 convs, SD2 with linears (`use_linear_projection`).
   torch::nn::Conv2d proj_in_conv{nullptr}, proj_out_conv{nullptr};
   torch::nn::Linear proj_in_linear{nullptr}, proj_out_linear{nullptr};

@@ -98,7 +98,7 @@ struct UNet2DConditionModelImpl : torch::nn::Module {
   TimestepEmbedding time_embedding{nullptr};
   torch::nn::ModuleList down_blocks, up_blocks;
   MidBlock2DCrossAttn mid_block{nullptr};
-  torch::nn::GroupNorm conv_norm_out{nullptr};
+  GroupNorm conv_norm_out{nullptr};
 };
 TORCH_MODULE(UNet2DConditionModel);
 

@@ -39,7 +39,7 @@ struct VaeEncoderImpl : torch::nn::Module {
   torch::nn::Conv2d conv_in{nullptr}, conv_out{nullptr};
   torch::nn::ModuleList down_blocks;
   VaeMidBlock mid_block{nullptr};
-  torch::nn::GroupNorm conv_norm_out{nullptr};
+  GroupNorm conv_norm_out{nullptr};
 };
 TORCH_MODULE(VaeEncoder);
 
@@ -49,7 +49,7 @@ struct VaeDecoderImpl : torch::nn::Module {
   torch::nn::Conv2d conv_in{nullptr}, conv_out{nullptr};
   torch::nn::ModuleList up_blocks;
   VaeMidBlock mid_block{nullptr};
-  torch::nn::GroupNorm conv_norm_out{nullptr};
+  GroupNorm conv_norm_out{nullptr};
 };
 TORCH_MODULE(VaeDecoder);
 

@@ -25,7 +25,7 @@ struct TrainSettings {
   double grad_clip = 1.0;            // max global gradient norm; 0 = off
   double ema_decay = 0.0;            // 0 = off; e.g. 0.999
   bool gradient_checkpointing = false;
-  std::string mixed_precision = "no";  // no | fp16 | bf16 (CUDA autocast)
+  std::string mixed_precision = "no";  // no | fp16 | bf16: autocast (CUDA: fp16 or bf16; CPU: bf16)
   double decoder_lpips_weight = 0.1;   // β of eq. (9)
   std::string mask = "iou";            // iou (IoU(m_r, m_f) > γ) | random (Table 4's ablation)
   std::vector<double> iou_thresholds{0.0, 0.2, 0.5};  // γ, drawn with equal probability
