@@ -22,21 +22,6 @@ void use_channels_last(torch::nn::Module& module) {
     if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
 }
 
-torch::Tensor GroupNormImpl::forward(const torch::Tensor& x) {
-#if TORCH_VERSION_MAJOR >= 2
-  return torch::nn::GroupNormImpl::forward(x);  // its CPU kernels accumulate in float (measured right at every size)
-#else
-  const bool half = x.scalar_type() == torch::kBFloat16 || x.scalar_type() == torch::kHalf;
-  if (!half || !x.is_cpu()) return torch::nn::GroupNormImpl::forward(x);
-  const auto& o = options;
-  return F::group_norm(x.to(torch::kFloat), F::GroupNormFuncOptions(o.num_groups())
-                                                .weight(weight.defined() ? weight.to(torch::kFloat) : weight)
-                                                .bias(bias.defined() ? bias.to(torch::kFloat) : bias)
-                                                .eps(o.eps()))
-      .to(x.scalar_type());
-#endif
-}
-
 // ---------------------------------------------------------------------------------------------
 ResnetBlock2DImpl::ResnetBlock2DImpl(int64_t in_channels, int64_t out_channels, int64_t temb_channels, int64_t groups,
                                      double eps) {
@@ -187,7 +172,7 @@ torch::Tensor FeedForwardImpl::forward(const torch::Tensor& x) {
 
 BasicTransformerBlockImpl::BasicTransformerBlockImpl(int64_t dim, int64_t heads, int64_t head_dim,
                                                      int64_t cross_attention_dim, bool upcast) {
-  const auto ln = [&] { return nn::LayerNorm(nn::LayerNormOptions({dim}).eps(1e-5)); };
+  const auto ln = [&] { return LayerNorm(nn::LayerNormOptions({dim}).eps(1e-5)); };
   norm1 = register_module("norm1", ln());
   attn1 = register_module("attn1", Attention(AttentionOptions{dim, 0, heads, head_dim, false, upcast}));
   norm2 = register_module("norm2", ln());

@@ -40,9 +40,9 @@ torch::Tensor ClipMlpImpl::forward(const torch::Tensor& x) {
 
 ClipEncoderLayerImpl::ClipEncoderLayerImpl(const ClipTextConfig& c) {
   self_attn = register_module("self_attn", ClipAttention(c.hidden_size, c.num_attention_heads));
-  layer_norm1 = register_module("layer_norm1", nn::LayerNorm(nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps)));
+  layer_norm1 = register_module("layer_norm1", LayerNorm(nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps)));
   mlp = register_module("mlp", ClipMlp(c.hidden_size, c.intermediate_size, c.hidden_act));
-  layer_norm2 = register_module("layer_norm2", nn::LayerNorm(nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps)));
+  layer_norm2 = register_module("layer_norm2", LayerNorm(nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps)));
 }
 
 torch::Tensor ClipEncoderLayerImpl::forward(const torch::Tensor& x) {
@@ -61,7 +61,7 @@ ClipTextModelImpl::ClipTextModelImpl(ClipTextConfig c) : config(std::move(c)) {
   layers = encoder->register_module("layers", nn::ModuleList());
   for (int64_t i = 0; i < config.num_hidden_layers; ++i) layers->push_back(ClipEncoderLayer(config));
   final_layer_norm = text_model->register_module(
-      "final_layer_norm", nn::LayerNorm(nn::LayerNormOptions({config.hidden_size}).eps(config.layer_norm_eps)));
+      "final_layer_norm", LayerNorm(nn::LayerNormOptions({config.hidden_size}).eps(config.layer_norm_eps)));
 }
 
 ClipTextOutput ClipTextModelImpl::forward(const torch::Tensor& input_ids, bool keep_hidden_states) {

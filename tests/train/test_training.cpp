@@ -340,6 +340,32 @@ TEST(Trainer, TwoRanksThroughTheReducerTakeTheOneProcessSteps) {
   EXPECT_LT(worst, 0.05 * moved);
 }
 
+// train.mixed_precision: bf16 on the CPU: autocast runs the UNet's and the text encoder's matmuls
+// and convolutions in bfloat16 while the weights, Adam and the loss stay float32. LibTorch 1.13's
+// CPU LayerNorm refuses bfloat16 input with float32 weights (our LayerNorm computes it in float32).
+TEST(Trainer, Bfloat16AutocastOnTheCpuTakesFloat32Steps) {
+  ANOMALYSD_REQUIRE_FIXTURES(fixtures);
+  const std::string folder = (fixtures / "pipeline_sd2_inpaint_tiny").string();
+  SdPipeline plain = load_sd_pipeline(folder), mixed = load_sd_pipeline(folder);
+  GradientReducer one_process;
+  TrainSettings half = small_batches();
+  half.mixed_precision = "bf16";
+  Trainer a(plain, nullptr, random_training_shots(3, 32), small_batches(), 32, 7, torch::kCPU, one_process);
+  Trainer b(mixed, nullptr, random_training_shots(3, 32), half, 32, 7, torch::kCPU, one_process);
+  a.enter_part(kUnet, 0);
+  b.enter_part(kUnet, 0);
+  for (int64_t step = 0; step < 2; ++step) {
+    const double la = a.step(step, step).loss, lb = b.step(step, step).loss;
+    std::printf("step %ld: float32 loss %.6f, bf16 autocast %.6f\n", static_cast<long>(step), la, lb);
+    EXPECT_NE(la, lb) << "bf16 autocast ran in float32";
+    EXPECT_NEAR(lb, la, 0.02 * la) << "step " << step;
+  }
+  for (const auto& p : mixed.unet->parameters()) {
+    ASSERT_EQ(p.scalar_type(), torch::kFloat);
+    ASSERT_TRUE(torch::isfinite(p).all().item<bool>());
+  }
+}
+
 TEST(PipelineFolder, SavedWeightsLoadBackBitIdenticalAndAsHalf) {
   ANOMALYSD_REQUIRE_FIXTURES(fixtures);
   test::TempDir tmp;

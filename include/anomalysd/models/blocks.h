@@ -9,6 +9,7 @@
 
 #include "anomalysd/models/attention_kernels.h"
 #include "anomalysd/models/cpu_gemm.h"
+#include "anomalysd/models/norms.h"
 
 namespace anomalysd {
 
@@ -20,18 +21,6 @@ inline torch::Tensor linear(const torch::nn::Linear& layer, const torch::Tensor&
 // transposes become views (SD2 UNet on 2 cores: copies 0.9 s → 0.1 s per call). Values are
 // unchanged; outputs of the UNet and VAE are returned contiguous (NCHW) either way.
 void use_channels_last(torch::nn::Module& module);
-
-// torch::nn::GroupNorm (same parameters, same state-dict names) whose statistics are float32 on the
-// CPU in half precision: LibTorch 1.13's CPU GroupNorm on channels-last bfloat16 input accumulates
-// in bfloat16 and, from 1,024 positions per group on (the demo VAE's 32² and 64² levels, every
-// real-size UNet and VAE level), is wrong by whole units, not by rounding (README, "Half
-// precision"), so there it runs on a float32 copy. LibTorch 2's CPU kernels and CUDA's accumulate
-// in float and run as they are.
-struct GroupNormImpl : torch::nn::GroupNormImpl {
-  using torch::nn::GroupNormImpl::GroupNormImpl;
-  torch::Tensor forward(const torch::Tensor& x);
-};
-TORCH_MODULE(GroupNorm);
 
 struct ResnetBlock2DImpl : torch::nn::Module {
   // temb_channels = 0: no time embedding (the VAE).
@@ -121,7 +110,7 @@ TORCH_MODULE(FeedForward);
 struct BasicTransformerBlockImpl : torch::nn::Module {
   BasicTransformerBlockImpl(int64_t dim, int64_t heads, int64_t head_dim, int64_t cross_attention_dim, bool upcast);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& context);
-  torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr}, norm3{nullptr};
+  LayerNorm norm1{nullptr}, norm2{nullptr}, norm3{nullptr};
   Attention attn1{nullptr}, attn2{nullptr};
   FeedForward ff{nullptr};
 };

@@ -9,6 +9,8 @@
 
 #include <torch/torch.h>
 
+#include "anomalysd/models/norms.h"
+
 namespace anomalysd {
 
 struct ClipTextConfig {
@@ -45,7 +47,7 @@ struct ClipEncoderLayerImpl : torch::nn::Module {
   explicit ClipEncoderLayerImpl(const ClipTextConfig& c);
   torch::Tensor forward(const torch::Tensor& x);
   ClipAttention self_attn{nullptr};
-  torch::nn::LayerNorm layer_norm1{nullptr}, layer_norm2{nullptr};
+  LayerNorm layer_norm1{nullptr}, layer_norm2{nullptr};
   ClipMlp mlp{nullptr};
 };
 TORCH_MODULE(ClipEncoderLayer);
@@ -64,7 +66,7 @@ struct ClipTextModelImpl : torch::nn::Module {
   ClipTextConfig config;
   torch::nn::Embedding token_embedding{nullptr}, position_embedding{nullptr};
   torch::nn::ModuleList layers;
-  torch::nn::LayerNorm final_layer_norm{nullptr};
+  LayerNorm final_layer_norm{nullptr};
 };
 TORCH_MODULE(ClipTextModel);
 
