@@ -8,7 +8,9 @@
 #   scripts/demo.sh --quick         # a reduced run, as CI runs it
 #   scripts/demo.sh --rebuild       # bootstrap again instead of using models/demo
 #   scripts/demo.sh --plan pretrained_features=1   # also pre-train AlexNet/LPIPS/EfficientNet-B6 on the
-#                                   # bootstrap's images and real CC0 photographs (scripts/fetch-demo-photos.sh)
+#                                   # bootstrap's images (synthetic, and real photographs: configs/photos.yaml)
+#   scripts/demo.sh --benchmark photos --output results/real   # the held-out real-photograph benchmark
+#                                   # (scripts/real-benchmark.sh: also with a bootstrap on its own images)
 # Any other argument goes to `anomalysd demo` (e.g. --set threads=4, --plan unet_steps=2000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +22,4 @@ if command -v ninja >/dev/null 2>&1 && [ ! -f build/Makefile ]; then generator=(
 { scripts/install-deps.sh && cmake -S . -B build "${generator[@]}" -DCMAKE_BUILD_TYPE=Release && cmake --build build --target anomalysd --parallel "$(nproc)"; } \
   > build-demo.log 2>&1 || { tail -40 build-demo.log; echo "demo: the build failed (log: build-demo.log)"; exit 1; }
 echo "demo: built in ${SECONDS} s"
-if [[ " $* " == *"pretrained_features=1"* ]]; then
-  scripts/fetch-demo-photos.sh models/demo/photos || echo "demo: no photographs (the bootstrap learns from synthetic images only)"
-fi
 exec build/src/anomalysd demo --output results/demo --cache models/demo "$@"

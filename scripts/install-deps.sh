@@ -17,6 +17,9 @@ packages=(
   clang libclang-rt-dev
   # Tests only: /usr/bin/time, the fuzz job's peak memory of its largest image
   time
+  # Real photographs (configs/photos.yaml names each file, its licence and its use): scikit-image's
+  # and MyPaint's train the bootstrap; GIMP's patterns are held out for the real-photograph benchmark.
+  python3-skimage mypaint-data-extras gimp-data
 )
 
 if [ -r /etc/os-release ]; then

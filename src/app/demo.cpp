@@ -20,6 +20,7 @@
 #include "anomalysd/app/report.h"
 #include "anomalysd/data/dataset.h"
 #include "anomalysd/data/image_io.h"
+#include "anomalysd/data/photo_benchmark.h"
 #include "anomalysd/data/synthetic.h"
 #include "anomalysd/io/atomic_write.h"
 #include "anomalysd/io/errors.h"
@@ -45,6 +46,7 @@ Plan plan_for(bool quick, const std::vector<std::string>& changes) {
     p.test_good = 8;
     p.test_bad = 8;
     p.bootstrap_images = 24;
+    p.photo_images = 24;  // the photographs' class as large as the others
     p.vae_steps = 200;
     p.unet_steps = 250;
     p.finetune_unet = 40;
@@ -54,40 +56,14 @@ Plan plan_for(bool quick, const std::vector<std::string>& changes) {
     const auto eq = c.find('=');
     if (eq == std::string::npos) throw InputError("--plan " + c + ": expected key=value");
     const std::string k = c.substr(0, eq), v = c.substr(eq + 1);
-    auto list = [&] {
-      std::vector<int64_t> out;
-      std::stringstream ss(v);
-      for (std::string item; std::getline(ss, item, ',');) out.push_back(std::stoll(item));
-      return out;
-    };
     try {
-      if (k == "size") p.size = std::stoi(v);
-      else if (k == "train") p.train = std::stoi(v);
+      if (k == "train") p.train = std::stoi(v);
       else if (k == "test_good") p.test_good = std::stoi(v);
       else if (k == "test_bad") p.test_bad = std::stoi(v);
-      else if (k == "bootstrap_images") p.bootstrap_images = std::stoi(v);
-      else if (k == "vae_steps") p.vae_steps = std::stoi(v);
-      else if (k == "vae_batch") p.vae_batch = std::stoi(v);
-      else if (k == "vae_lr") p.vae_lr = std::stod(v);
-      else if (k == "vae_logvar_init") p.vae_logvar_init = std::stod(v);
-      else if (k == "vae_crop") p.vae_crop = std::stoi(v) != 0;
-      else if (k == "vae_cosine") p.vae_cosine = std::stoi(v) != 0;
-      else if (k == "unet_steps") p.unet_steps = std::stoi(v);
-      else if (k == "unet_batch") p.unet_batch = std::stoi(v);
-      else if (k == "unet_lr") p.unet_lr = std::stod(v);
-      else if (k == "alexnet_steps") p.alexnet_steps = std::stoi(v);
-      else if (k == "efficientnet_steps") p.efficientnet_steps = std::stoi(v);
-      else if (k == "pretrained_features") p.pretrained_features = std::stoi(v) != 0;
-      else if (k == "efficientnet_deep") p.efficientnet_deep = std::stoi(v) != 0;
-      else if (k == "feature_batch") p.feature_batch = std::stoi(v);
-      else if (k == "feature_lr") p.feature_lr = std::stod(v);
-      else if (k == "photo_crops") p.photo_crops = std::stoi(v);
       else if (k == "finetune_unet") p.finetune_unet = std::stoi(v);
       else if (k == "finetune_decoder") p.finetune_decoder = std::stoi(v);
       else if (k == "limit_per_class") p.limit_per_class = std::stoi(v);
-      else if (k == "vae_channels") p.vae_channels = list();
-      else if (k == "unet_channels") p.unet_channels = list();
-      else throw InputError("--plan " + c + ": unknown key '" + k + "'");
+      else if (!apply_bootstrap_plan(p, k, v)) throw InputError("--plan " + c + ": unknown key '" + k + "'");
     } catch (const std::logic_error&) {
       throw InputError("--plan " + c + ": bad value");
     }
@@ -131,13 +107,19 @@ DemoSummary run_demo(const DemoOptions& options) {
   const auto start = std::chrono::steady_clock::now();
   const Plan plan = plan_for(options.quick, options.plan);
   const fs::path out(options.output), cache(options.cache);
-  const fs::path photos = options.photos.empty() ? cache / "photos" : fs::path(options.photos);
+  if (options.benchmark != "synthetic" && options.benchmark != "photos")
+    throw InputError("demo: --benchmark " + options.benchmark + " (expected synthetic or photos)");
+  const bool photos = options.benchmark == "photos";
+  // The bootstrap: the demo's own (cached), or one `anomalysd bootstrap` wrote (--bootstrap DIR).
+  const fs::path bootstrap_dir = options.bootstrap.empty() ? cache / "bootstrap" : fs::absolute(options.bootstrap);
+  if (!options.bootstrap.empty() && !fs::is_regular_file(bootstrap_dir / "model" / "model_index.json"))
+    throw InputError("demo: --bootstrap " + options.bootstrap + " has no model/ (write it with `anomalysd bootstrap --output " + options.bootstrap + "`)");
   fs::create_directories(out);
   // The config: the embedded demo config (or the file given), written beside the results.
   const std::string config_file = options.config.empty() ? (out / "demo.yaml").string() : options.config;
   if (options.config.empty()) write_file_atomically(config_file, embedded_demo_config());
   // The feature networks are the bootstrap's (random, or pre-trained on its images), beside its pipeline.
-  const fs::path features = cache / "bootstrap" / "features";
+  const fs::path features = bootstrap_dir / "features";
   std::vector<std::string> overrides = {"features.efficientnet=" + (features / "efficientnet_b6.safetensors").string(),
                                         "features.alexnet=" + (features / "alexnet.safetensors").string(),
                                         "features.lpips=" + (features / "lpips.safetensors").string(),
@@ -147,8 +129,8 @@ DemoSummary run_demo(const DemoOptions& options) {
   apply_runtime(config.runtime);
   DemoSummary summary;
   summary.output = options.output;
-  spdlog::info("demo: {} run, {}x{} images, {} thread(s); results in {}", options.quick ? "quick" : "full", plan.size, plan.size,
-               at::get_num_threads(), options.output);
+  spdlog::info("demo: {} run on the {} benchmark, {}x{} images, {} thread(s); results in {}", options.quick ? "quick" : "full",
+               photos ? "held-out real-photograph" : "synthetic", plan.size, plan.size, at::get_num_threads(), options.output);
 
   // 1. data
   SyntheticOptions so;
@@ -161,8 +143,21 @@ DemoSummary run_demo(const DemoOptions& options) {
   {
     QuietStage stage;
     fs::remove_all(so.output);
-    const SyntheticSummary data = make_synthetic(so);
-    stage.done(fmt::format("demo 1/5 data: {} synthetic images of {} classes ({:.0f} s)", data.images, data.classes, stage.seconds()));
+    if (photos) {
+      PhotoBenchmarkOptions po;
+      po.output = so.output;
+      po.seed = so.seed;
+      po.size = so.size;
+      po.train = so.train;
+      po.test_good = so.test_good;
+      po.test_bad = so.test_bad;
+      const PhotoBenchmarkSummary data = make_photo_benchmark(po);
+      stage.done(fmt::format("demo 1/5 data: {} images of {} held-out real photographs (GIMP's patterns) with planted defects ({:.0f} s)",
+                             data.images, data.classes.size(), stage.seconds()));
+    } else {
+      const SyntheticSummary data = make_synthetic(so);
+      stage.done(fmt::format("demo 1/5 data: {} synthetic images of {} classes ({:.0f} s)", data.images, data.classes, stage.seconds()));
+    }
   }
 
   // 2. the bootstrap (cached): feature networks and the SD inpainting pipeline, pre-trained on other data
@@ -170,19 +165,20 @@ DemoSummary run_demo(const DemoOptions& options) {
   std::string base;
   {
     QuietStage stage;
-    base = bootstrap(cache, photos, plan, config, config_file, options.rebuild, &bt);
-    summary.bootstrap_seconds = bt.total;
-    summary.cache_used = bt.cached;
-    if (bt.cached) {
-      stage.done(fmt::format("demo 2/5 bootstrap: cached in {} (--rebuild trains it again)", (cache / "bootstrap").string()));
+    if (!options.bootstrap.empty()) {
+      base = (bootstrap_dir / "model").string();
+      stage.done(fmt::format("demo 2/5 bootstrap: {} (given)", bootstrap_dir.string()));
     } else {
-      std::string nets;
-      for (const auto& r : bt.feature_nets)
-        nets += fmt::format("{}{} {:.0f} s (held out: class accuracy {:.1f} %, foreign-region AUROC {:.1f} %)", nets.empty() ? "" : ", ", r.arch, r.seconds,
-                            100 * r.class_accuracy, 100 * r.foreign_auroc);
-      if (nets.empty()) nets = fmt::format("feature networks random (init-weights) {:.0f} s", bt.features);
-      stage.done(fmt::format("demo 2/5 bootstrap: {:.0f} s — data {:.0f} s, {}, VAE {:.0f} s, UNet {:.0f} s", bt.total, bt.data, nets,
-                             bt.vae, bt.unet));
+      base = bootstrap(cache, plan, config, config_file, options.rebuild, &bt);
+      summary.bootstrap_seconds = bt.total;
+      summary.cache_used = bt.cached;
+      if (bt.cached)
+        stage.done(fmt::format("demo 2/5 bootstrap: cached in {} (--rebuild trains it again)", (cache / "bootstrap").string()));
+      else
+        stage.done(fmt::format("demo 2/5 bootstrap: {:.0f} s — data {:.0f} s ({} images, {} of them crops of real photographs), feature "
+                               "networks {} {:.0f} s, VAE {:.0f} s, UNet {:.0f} s",
+                               bt.total, bt.data, bt.images, bt.photo_images, plan.pretrained_features ? "pre-trained" : "random (init-weights)",
+                               bt.features, bt.vae, bt.unet));
     }
   }
 
@@ -230,7 +226,7 @@ DemoSummary run_demo(const DemoOptions& options) {
     return run_eval(e);
   };
   EvalSummary full, zero, fast;
-  RunResults patch_nn, mean_image;
+  RunResults patch_nn, raw_patch, mean_image;
   {
     QuietStage stage;
     full = eval("full", tuned.model_dir, 1, "AnomalySD", "1-shot", {}, true);
@@ -251,9 +247,11 @@ DemoSummary run_demo(const DemoOptions& options) {
     patch_nn = patch_nn_baseline(pn);
     fs::remove_all(out / "eval" / "baseline");
     mean_image = mean_image_baseline(so.output, (out / "eval" / "baseline" / "maps").string());
+    fs::remove_all(out / "eval" / "raw-patch-nn");
+    raw_patch = raw_patch_nn_baseline(so.output, pn.shots_file, (out / "eval" / "raw-patch-nn" / "maps").string(), 5, config.inference.blur_sigma);
     summary.eval_seconds = stage.seconds();
     stage.done(fmt::format("demo 4/5 evaluation: {:.0f} s — the full method {:.2f} s per image, its ablations, 0-shot, the CPU setting, "
-                           "two baselines",
+                           "three baselines",
                            summary.eval_seconds, full.seconds_per_image));
   }
 
@@ -263,15 +261,16 @@ DemoSummary run_demo(const DemoOptions& options) {
   summary.table.push_back(zero.results);
   summary.table.push_back(fast.results);
   summary.table.push_back(patch_nn);
+  summary.table.push_back(raw_patch);
   summary.table.push_back(mean_image);
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::ostringstream md;
-  md << "# AnomalySD demo: synthetic benchmark, " << full.results.classes.size() << " classes, " << plan.size << "x" << plan.size << "\n\n";
+  md << "# AnomalySD demo: " << (photos ? "held-out real photographs (GIMP's patterns, planted defects)" : "synthetic benchmark") << ", " << full.results.classes.size() << " classes, " << plan.size << "x" << plan.size << "\n\n";
   md << settings_table(summary.table) << "\n";
   md << "Per class, full method:\n\n" << results_table(full.results) << "\n";
   std::string timing = fmt::format("Time on this machine: {:.0f} s in all (bootstrap {}, fine-tuning {:.0f} s, evaluations {:.0f} s); "
                                    "eval of the full method {:.2f} s per image.\n",
-                                   summary.seconds, bt.cached ? std::string("cached") : fmt::format("{:.0f} s", bt.total),
+                                   summary.seconds, !options.bootstrap.empty() ? std::string("given") : bt.cached ? std::string("cached") : fmt::format("{:.0f} s", bt.total),
                                    summary.finetune_seconds, summary.eval_seconds, full.seconds_per_image);
   md << timing;
   if (plan.pretrained_features)

@@ -2,6 +2,7 @@
 #include <filesystem>
 
 #include <opencv2/core.hpp>
+#include <opencv2/imgproc.hpp>
 
 #include "anomalysd/anomaly/prototype.h"
 #include "anomalysd/anomaly/scores.h"
@@ -86,6 +87,45 @@ RunResults patch_nn_baseline(const PatchNnBaselineOptions& options) {
   m.root = options.dataset_root;
   m.maps = options.maps_dir;
   m.method = "Baseline: patch nearest neighbour (PatchCore-style, EfficientNet-B6 bank)";
+  m.setup = std::to_string(shots.k) + "-shot";
+  return evaluate_maps(m);
+}
+
+RunResults raw_patch_nn_baseline(const std::string& dataset_root, const std::string& shots_file, const std::string& maps_dir, int64_t patch,
+                                 double blur_sigma) {
+  torch::NoGradGuard no_grad;
+  const Dataset dataset = load_dataset("folder", dataset_root);
+  const ShotSelection shots = read_shots_file(shots_file, dataset);
+  // Every patch × patch RGB window of an image, one row each (reflect-padded: a row per pixel).
+  auto windows = [patch](const cv::Mat& rgb_float) {
+    const torch::Tensor t = torch::from_blob(rgb_float.data, {rgb_float.rows, rgb_float.cols, 3}, torch::kFloat32).permute({2, 0, 1}).unsqueeze(0).clone();
+    const int64_t pad = patch / 2;
+    const torch::Tensor padded = F::pad(t, F::PadFuncOptions({pad, pad, pad, pad}).mode(torch::kReflect));
+    return F::unfold(padded, F::UnfoldFuncOptions({patch, patch})).squeeze(0).t().contiguous();  // [H·W, 3·patch²]
+  };
+  for (const ClassData& c : dataset.classes) {
+    const auto it = shots.shots.find(c.name);
+    if (it == shots.shots.end() || it->second.empty()) throw InputError(shots_file + ": no shots for class '" + c.name + "'");
+    // The shots' windows as they are (no rotations: this is the plainest baseline, and four times
+    // the bank would make it the demo's slowest row).
+    std::vector<torch::Tensor> bank;
+    for (const auto& p : it->second) bank.push_back(windows(read_rgb_float(p)));
+    const torch::Tensor memory = torch::cat(bank, 0);
+    for (const TestSample& s : c.test) {
+      const cv::Mat img = read_rgb_float(s.image);
+      const torch::Tensor query = windows(img);
+      std::vector<torch::Tensor> nearest;
+      for (int64_t i = 0; i < query.size(0); i += 1024)  // bounded memory: 1024 queries at a time
+        nearest.push_back(torch::cdist(query.narrow(0, i, std::min<int64_t>(1024, query.size(0) - i)), memory).amin(1));
+      const torch::Tensor map = gaussian_blur(torch::cat(nearest).view({img.rows, img.cols}), blur_sigma);
+      write_map(maps_dir, s, map_to_size(map, img.rows, img.cols));
+    }
+  }
+  EvalMapsOptions m;
+  m.dataset = "folder";
+  m.root = dataset_root;
+  m.maps = maps_dir;
+  m.method = "Baseline: raw-patch nearest neighbour (" + std::to_string(patch) + "x" + std::to_string(patch) + " RGB patches of the shots)";
   m.setup = std::to_string(shots.k) + "-shot";
   return evaluate_maps(m);
 }

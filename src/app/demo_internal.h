@@ -11,37 +11,18 @@
 #include <opencv2/core.hpp>
 #include <torch/torch.h>
 
+#include "anomalysd/app/bootstrap.h"
 #include "anomalysd/app/demo.h"
 #include "anomalysd/core/app_config.h"
 
 namespace anomalysd::demo_detail {
 
 // The demo's scale: what runs in minutes on two cores. `quick` is CI's reduced version; any field
-// can be changed with --plan key=value.
-struct Plan {
-  int size = 64;
+// can be changed with --plan key=value (the bootstrap's keys: app/bootstrap.h).
+struct Plan : BootstrapPlan {
   int train = 10, test_good = 20, test_bad = 20;  // benchmark images per class
-  int bootstrap_images = 80;                      // normal images per class for pre-training (6 classes)
-  int vae_steps = 800, vae_batch = 16;
-  double vae_lr = 2e-3;
-  bool vae_crop = true;                           // train the VAE on random half-size crops (a quarter of the cost)
-  bool vae_cosine = true;                         // cosine learning-rate decay
-  double vae_logvar_init = -6;                    // the posterior's initial log-variance (quant_conv bias)
-  int unet_steps = 700, unet_batch = 8;
-  double unet_lr = 1e-3;
-  int alexnet_steps = 400, efficientnet_steps = 60, feature_batch = 32;
-  bool efficientnet_deep = false;
-  // false: the feature networks keep seeded random weights (`init-weights`) and the bootstrap sees
-  // synthetic images only; true: it also learns from the real photographs and pre-trains AlexNet,
-  // the LPIPS lins and EfficientNet-B6 (pretrain_features.cpp). Off by default: measured, features
-  // pre-trained in a CPU minute score below random ones (README, "What the demo shows").
-  bool pretrained_features = false;
-  double feature_lr = 1e-3;
-  int photo_crops = 80;                           // crops per real photograph (0: no photographs)
   int finetune_unet = 0, finetune_decoder = 0;    // 0 = the config's
   int limit_per_class = 0;
-  std::vector<int64_t> vae_channels{16, 32, 64};  // 2^(n−1) pixels per latent cell
-  std::vector<int64_t> unet_channels{32, 64};
 };
 
 // The bootstrap's feature networks (pretrain_features.cpp).
@@ -78,12 +59,13 @@ Plan plan_for(bool quick, const std::vector<std::string>& changes);
 struct BootstrapTimes {
   bool cached = false;
   double data = 0, features = 0, vae = 0, unet = 0, total = 0;
-  std::vector<FeatureNetReport> feature_nets;
+  int64_t images = 0, photo_images = 0;
 };
 
-// The bootstrap: the feature networks (to config.features.*) and a pre-trained SD inpainting
-// pipeline; returns the pipeline folder, from the cache when it matches.
-std::string bootstrap(const std::filesystem::path& cache, const std::filesystem::path& photos, const Plan& plan, const AppConfig& config,
-                      const std::string& config_text_file, bool rebuild, BootstrapTimes* times);
+// The bootstrap (`anomalysd bootstrap` on synthetic images of other seeds and classes, and the real
+// photographs): the feature networks (to <cache>/bootstrap/features) and a pre-trained SD
+// inpainting pipeline; returns the pipeline folder, from the cache when it matches.
+std::string bootstrap(const std::filesystem::path& cache, const Plan& plan, const AppConfig& config, const std::string& config_text_file,
+                      bool rebuild, BootstrapTimes* times);
 
 }  // namespace anomalysd::demo_detail

@@ -294,7 +294,7 @@ std::map<std::string, std::string> provenance(const std::string& arch, const std
 
 }  // namespace
 
-// The real photographs (scripts/fetch-demo-photos.sh): every PNG/JPEG in `dir`, sorted by name.
+// A folder of photographs (`pretrain-features --photos DIR`): every PNG/JPEG in `dir`, sorted by name.
 std::vector<fs::path> list_photos(const fs::path& dir) {
   std::vector<fs::path> out;
   if (!fs::is_directory(dir)) return out;

@@ -16,12 +16,14 @@
 #include <spdlog/spdlog.h>
 
 #include "anomalysd/app/calibrate.h"
+#include "anomalysd/app/bootstrap.h"
 #include "anomalysd/app/demo.h"
 #include "anomalysd/app/eval.h"
 #include "anomalysd/app/finetune.h"
 #include "anomalysd/app/infer.h"
 #include "anomalysd/core/app_config.h"
 #include "anomalysd/data/image_io.h"
+#include "anomalysd/data/photo_benchmark.h"
 #include "anomalysd/data/synthetic.h"
 #include "anomalysd/io/errors.h"
 #include "anomalysd/io/inspect.h"
@@ -363,7 +365,36 @@ int main(int argc, char** argv) {
   demo_cmd->add_flag("--quick", demo.quick, "A reduced run (fewer images and steps), as CI runs it");
   demo_cmd->add_flag("--rebuild", demo.rebuild, "Ignore the cache: bootstrap again");
   demo_cmd->add_option("--set", demo.overrides, "Override a config key (repeatable)");
-  demo_cmd->add_option("--photos", demo.photos, "Real photographs for the bootstrap (default <cache>/photos; scripts/fetch-demo-photos.sh)");
+  demo_cmd->add_option("--benchmark", demo.benchmark, "synthetic, or photos: the held-out real photographs (make-photo-benchmark)")
+      ->check(CLI::IsMember({"synthetic", "photos"}))
+      ->capture_default_str();
+  demo_cmd->add_option("--bootstrap", demo.bootstrap, "Start from an `anomalysd bootstrap` output instead of the cached bootstrap");
+
+  anomalysd::PhotoBenchmarkOptions photo_bench;
+  CLI::App* photo_bench_cmd = app.add_subcommand(
+      "make-photo-benchmark", "Write the held-out real-photograph benchmark (MVTec-AD layout; GIMP's patterns, planted defects, exact masks)");
+  photo_bench_cmd->add_option("--output", photo_bench.output, "Output folder")->required();
+  photo_bench_cmd->add_option("--seed", photo_bench.seed, "Random seed")->capture_default_str();
+  photo_bench_cmd->add_option("--classes", photo_bench.classes, "burlap leather walnut stone paper (default: all)");
+  photo_bench_cmd->add_option("--size", photo_bench.size, "Image side in pixels")->capture_default_str();
+  photo_bench_cmd->add_option("--train", photo_bench.train, "Normal training images per class")->capture_default_str();
+  photo_bench_cmd->add_option("--test-good", photo_bench.test_good, "Normal test images per class")->capture_default_str();
+  photo_bench_cmd->add_option("--test-bad", photo_bench.test_bad, "Anomalous test images per class")->capture_default_str();
+
+  anomalysd::BootstrapOptions boot;
+  bool no_photos = false;
+  CLI::App* boot_cmd = app.add_subcommand(
+      "bootstrap", "Train a small SD inpainting pipeline from scratch on your normal images (CPU; not SD's pre-training, not the paper's setting)");
+  boot_cmd->add_option("--dataset", boot.dataset, "folder | mvtec | visa")->check(CLI::IsMember({"folder", "mvtec", "visa"}))->capture_default_str();
+  boot_cmd->add_option("--root", boot.root, "Dataset root (each class's train/good images are used)")->required();
+  boot_cmd->add_option("--classes", boot.classes, "Classes (default: all)");
+  boot_cmd->add_option("--output", boot.output, "Output folder: model/, features/, anomalysd.yaml")->required();
+  boot_cmd->add_option("--config", boot.config, "Config (default: the embedded configs/demo.yaml)");
+  boot_cmd->add_option("--set", boot.overrides, "Override a config key (repeatable)");
+  boot_cmd->add_option("--plan", boot.plan, "The scale: key=value (size, vae_steps, unet_steps, vae_channels, unet_channels, ...; repeatable)");
+  boot_cmd->add_flag("--no-photos", no_photos, "Train on your images only, without the shipped real photographs");
+  boot_cmd->add_flag("--overwrite", boot.overwrite, "Discard a previous run (finished or not) in --output");
+  boot_cmd->add_option("--stop-after", boot.stop_after, "Run at most N training steps, checkpoint and stop (rerun to resume)");
   demo_cmd->add_option("--plan", demo.plan, "Change the demo's scale: key=value (size, vae_steps, unet_steps, ...; repeatable)");
 
   InitWeightsCli init_weights;
@@ -495,6 +526,25 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "demo: the full method does not beat the mean-image baseline at both image and pixel level\n");
         return 3;
       }
+      return 0;
+    }
+    if (photo_bench_cmd->parsed()) {
+      const auto s = anomalysd::make_photo_benchmark(photo_bench);
+      std::printf("wrote %lld images of %zu classes to %s (sources: %s/SOURCES.txt)\n", static_cast<long long>(s.images), s.classes.size(),
+                  photo_bench.output.c_str(), photo_bench.output.c_str());
+      return 0;
+    }
+    if (boot_cmd->parsed()) {
+      boot.photos = !no_photos;
+      const auto s = anomalysd::run_bootstrap(boot);
+      if (!s.finished) {
+        std::printf("stopped early: run the same command again to resume\n");
+        return 0;
+      }
+      std::printf("wrote %s (pipeline), %s (feature weights), %s\nnext: anomalysd finetune --config %s --model %s --dataset %s --root %s "
+                  "--shots 1 --output results/finetune\n",
+                  s.model.c_str(), s.features_dir.c_str(), s.config_file.c_str(), s.config_file.c_str(), s.model.c_str(), boot.dataset.c_str(),
+                  boot.root.c_str());
       return 0;
     }
     if (synthetic_cmd->parsed()) {

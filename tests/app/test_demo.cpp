@@ -16,6 +16,7 @@
 #include "anomalysd/metrics/results.h"
 #include "anomalysd/data/dataset.h"
 #include "anomalysd/data/image_io.h"
+#include "anomalysd/data/photos.h"
 #include "anomalysd/data/synthetic.h"
 #include "anomalysd/io/errors.h"
 #include "anomalysd/tools/components.h"
@@ -88,15 +89,15 @@ TEST(Demo, QuickRunEndToEndBeatsTheMeanImageBaselineAtImageAndPixelLevel) {
   const DemoSummary s = run_demo(o);
   for (const char* f : {"table.md", "metrics.json", "report.png", "report.html", "demo.yaml"})
     EXPECT_TRUE(fs::is_regular_file(fs::path(o.output) / f)) << f;
-  ASSERT_EQ(s.table.size(), 7u);  // full, its two ablations, 0-shot, CPU setting, patch-NN and mean-image baselines
+  ASSERT_EQ(s.table.size(), 8u);  // full, its two ablations, 0-shot, CPU setting, patch-NN, raw-patch-NN and mean-image baselines
   for (const auto& r : s.table) {
     const ClassResult m = r.mean();
     EXPECT_TRUE(std::isfinite(m.image_auroc) && std::isfinite(m.pixel_auroc) && std::isfinite(m.pixel_pro)) << r.method;
   }
   const ClassResult full = s.table[0].mean();
   ASSERT_EQ(s.table[5].method, "Baseline: patch nearest neighbour (PatchCore-style, EfficientNet-B6 bank)");
-  ASSERT_EQ(s.table[6].method, "Baseline: distance to the mean training image");
-  const ClassResult baseline = s.table[6].mean();
+  ASSERT_EQ(s.table[7].method, "Baseline: distance to the mean training image");
+  const ClassResult baseline = s.table[7].mean();
   // What the README claims of the demo (the full method above the mean-image baseline at the image
   // and the pixel level), checked at CI's reduced scale. Measured with this quick run (`ctest -R
   // Demo.QuickRun`, seeded, 2-core AMD EPYC): full method image / pixel AUROC 0.688 / 0.779 against
@@ -109,13 +110,13 @@ TEST(Demo, QuickRunEndToEndBeatsTheMeanImageBaselineAtImageAndPixelLevel) {
   std::fprintf(stderr, "quick demo: full method image/pixel AUROC %.3f / %.3f; patch NN %.3f / %.3f; mean image %.3f / %.3f\n", full.image_auroc,
                full.pixel_auroc, s.table[5].mean().image_auroc, s.table[5].mean().pixel_auroc, baseline.image_auroc, baseline.pixel_auroc);
   const nlohmann::json j = read_json_file((fs::path(o.output) / "metrics.json").string());
-  ASSERT_EQ(j["settings"].size(), 7u);
+  ASSERT_EQ(j["settings"].size(), 8u);
   // metrics.json, as written, holds the table's figures: the full method's and the mean image's.
   EXPECT_EQ(j["settings"][0]["method"], "AnomalySD");
   EXPECT_DOUBLE_EQ(j["settings"][0]["mean"]["image_auroc"].get<double>(), full.image_auroc);
   EXPECT_DOUBLE_EQ(j["settings"][0]["mean"]["pixel_auroc"].get<double>(), full.pixel_auroc);
-  EXPECT_DOUBLE_EQ(j["settings"][6]["mean"]["image_auroc"].get<double>(), baseline.image_auroc);
-  EXPECT_DOUBLE_EQ(j["settings"][6]["mean"]["pixel_auroc"].get<double>(), baseline.pixel_auroc);
+  EXPECT_DOUBLE_EQ(j["settings"][7]["mean"]["image_auroc"].get<double>(), baseline.image_auroc);
+  EXPECT_DOUBLE_EQ(j["settings"][7]["mean"]["pixel_auroc"].get<double>(), baseline.pixel_auroc);
   // The same model in bfloat16 (`dtype: bfloat16`: the networks in it; latents, scheduler and the
   // GroupNorm statistics float32) holds the same claim. Before GroupNorm's statistics were float32,
   // the bfloat16 decoder's noise put the full demo 24 image points down, below the baseline.
@@ -136,12 +137,16 @@ TEST(Demo, QuickRunEndToEndBeatsTheMeanImageBaselineAtImageAndPixelLevel) {
     EXPECT_GT(half.image_auroc, baseline.image_auroc + 0.01) << "bfloat16 full method vs mean-image baseline, image AUROC";
     EXPECT_GT(half.pixel_auroc, baseline.pixel_auroc) << "bfloat16 full method vs mean-image baseline, pixel AUROC";
   }
-  // The bootstrap is cached for the next run, with where its time went; its feature networks are
-  // the seeded random ones unless --plan pretrained_features=1.
+  // The bootstrap is cached for the next run, with what it learnt from: the synthetic classes and
+  // crops of every real photograph of configs/photos.yaml's bootstrap role (none held out); its
+  // feature networks are the seeded random ones unless --plan pretrained_features=1.
   EXPECT_FALSE(s.cache_used);
   const nlohmann::json boot = read_json_file((fs::path(o.cache) / "bootstrap/bootstrap.json").string());
-  EXPECT_GT(boot["seconds"]["unet"].get<double>(), 0.0);
-  EXPECT_EQ(boot["photos"].size(), 0u);
+  EXPECT_GT(boot["seconds"].get<double>(), 0.0);
+  EXPECT_EQ(boot["photos"].size(), photos_for_role(embedded_photo_list(), "bootstrap").size());
+  for (const auto& p : boot["photos"]) EXPECT_EQ(p.get<std::string>().find("gimp"), std::string::npos) << p;
+  EXPECT_EQ(boot["photo_images"].get<int64_t>(), 24);
+  EXPECT_EQ(boot["classes"].back(), "photo");
   EXPECT_EQ(SafetensorsFile::open((fs::path(o.cache) / "bootstrap/features/alexnet.safetensors").string()).metadata().at("anomalysd_init"), "random");
   EXPECT_TRUE(fs::is_regular_file(fs::path(o.cache) / "bootstrap/model/unet/diffusion_pytorch_model.safetensors"));
   // The bootstrap's VAE reproduces a benchmark image it never saw: its posterior is narrow (the

@@ -31,7 +31,8 @@ struct DemoOptions {
   std::vector<std::string> overrides;
   bool quick = false;                 // CI's reduced version: fewer images and steps
   bool rebuild = false;               // ignore the cache
-  std::string photos;                 // real photographs for the bootstrap; "" = <cache>/photos (scripts/fetch-demo-photos.sh)
+  std::string benchmark = "synthetic"; // synthetic | photos (the held-out real photographs, data/photo_benchmark.h)
+  std::string bootstrap;              // an `anomalysd bootstrap` output to start from instead of the cached bootstrap
   std::vector<std::string> plan;      // "key=value": the demo's scale (image size, steps, models; see demo.cpp's Plan)
 };
 
@@ -100,5 +101,11 @@ struct PatchNnBaselineOptions {
   double blur_sigma = 1.0;
 };
 RunResults patch_nn_baseline(const PatchNnBaselineOptions& options);
+
+// The plainest few-shot baseline: a test pixel's score is the distance from its patch × patch RGB
+// window to the nearest window of the class's shots, blurred like the method's maps; the image
+// score its maximum.
+RunResults raw_patch_nn_baseline(const std::string& dataset_root, const std::string& shots_file, const std::string& maps_dir, int64_t patch = 5,
+                                 double blur_sigma = 1.0);
 
 }  // namespace anomalysd
