@@ -625,7 +625,7 @@ BootstrapSummary run_bootstrap(const BootstrapOptions& options, const BootstrapP
   write_file_atomically(summary.config_file, config.to_yaml());
   summary.seconds = seconds_since(start);
   std::vector<std::string> photo_files;
-  for (const auto& p : images.photos) photo_files.push_back(p.file + " (" + p.package + ", " + p.licence + ")");
+  for (const auto& p : images.photos) photo_files.push_back(photo_path(p, options.photo_root) + " (" + p.package + ", " + p.licence + ")");
   write_json(out / "bootstrap.json",
              {{"key", key}, {"seed", seed}, {"dataset", options.dataset}, {"root", fs::absolute(options.root).string()}, {"classes", images.classes},
               {"images", summary.images}, {"photo_images", summary.photo_images}, {"photos", photo_files}, {"skipped_files", images.skipped},

@@ -206,7 +206,7 @@ PhotoBenchmarkSummary make_photo_benchmark(const PhotoBenchmarkOptions& options,
   }
   std::string sources = "Held-out real photographs (configs/photos.yaml, role heldout): never in a training set of anomalysd.\n";
   for (const auto& p : heldout)
-    sources += p.file + "  package " + p.package + "  licence " + p.licence + (p.cls.empty() ? "  (foreign material)" : "  class " + p.cls) + "\n";
+    sources += photo_path(p, options.photo_root) + "  package " + p.package + "  licence " + p.licence + (p.cls.empty() ? "  (foreign material)" : "  class " + p.cls) + "\n";
   fs::create_directories(options.output);
   write_file_atomically((fs::path(options.output) / "SOURCES.txt").string(), sources);
   return summary;

@@ -46,7 +46,17 @@ std::vector<PhotoSource> parse_photo_list(const std::string& yaml_text, const st
       }
       return item[key].as<std::string>();
     };
-    PhotoSource p{get("file", true), get("package", true), get("licence", true), get("role", true), get("class", false)};
+    // `file`: one path, or the list of places different Debian releases install it at.
+    std::vector<std::string> places;
+    try {
+      if (item["file"] && item["file"].IsSequence())
+        for (const auto& f : item["file"]) places.push_back(f.as<std::string>());
+      else places.push_back(get("file", true));
+    } catch (const YAML::Exception&) {
+      throw InputError(where + ".file: expected a path or a list of paths");
+    }
+    if (places.empty()) throw InputError(where + ".file: an empty list");
+    PhotoSource p{places.front(), places, get("package", true), get("licence", true), get("role", true), get("class", false)};
     if (p.role != "bootstrap" && p.role != "heldout") throw InputError(where + ".role: '" + p.role + "' (expected bootstrap or heldout)");
     if (!p.cls.empty() && p.role != "heldout") throw InputError(where + ".class: only held-out photographs become benchmark classes");
     out.push_back(p);
@@ -59,17 +69,29 @@ const std::vector<PhotoSource>& embedded_photo_list() {
   return list;
 }
 
+namespace {
+std::string under_root(const std::string& file, const std::string& root) {
+  return root.empty() ? file : (fs::path(root) / fs::path(file).relative_path()).string();
+}
+}  // namespace
+
 std::string photo_path(const PhotoSource& photo, const std::string& root) {
-  return root.empty() ? photo.file : (fs::path(root) / fs::path(photo.file).relative_path()).string();
+  for (const std::string& f : photo.places)
+    if (fs::is_regular_file(under_root(f, root))) return under_root(f, root);
+  return under_root(photo.file, root);
 }
 
 std::vector<PhotoSource> photos_for_role(const std::vector<PhotoSource>& list, const std::string& role, const std::string& root) {
   std::vector<PhotoSource> out;
   for (const auto& p : list) {
     if (p.role != role) continue;
-    if (!fs::is_regular_file(photo_path(p, root)))
-      throw InputError("photograph " + photo_path(p, root) + " is missing: it comes with the Debian package '" + p.package +
+    if (!fs::is_regular_file(photo_path(p, root))) {
+      std::string also;
+      for (std::size_t i = 1; i < p.places.size(); ++i) also += (i == 1 ? " (nor at " : ", ") + under_root(p.places[i], root);
+      if (!also.empty()) also += ")";
+      throw InputError("photograph " + photo_path(p, root) + also + " is missing: it comes with the Debian package '" + p.package +
                        "' (scripts/install-deps.sh installs it; configs/photos.yaml lists it)");
+    }
     out.push_back(p);
   }
   return out;

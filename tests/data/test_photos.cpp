@@ -40,10 +40,12 @@ TEST(Photos, EveryListedFileIsInstalledByTheNamedPackageAndReadable) {
   for (const PhotoSource& p : list) {
     // install-deps installs the package, and dpkg says the file is that package's
     EXPECT_NE(install_deps.find(" " + p.package), std::string::npos) << p.package << " is not in scripts/install-deps.sh";
-    const std::string owner = command_output("dpkg-query -S '" + p.file + "' 2>/dev/null");
-    EXPECT_EQ(owner.rfind(p.package + ":", 0), 0u) << p.file << " belongs to '" << owner << "', the list says " << p.package;
-    EXPECT_FALSE(p.licence.empty()) << p.file;
-    const cv::Mat rgb = read_photo_rgb8(p.file);
+    // (GIMP 2.10 and 3.0 put the patterns in different folders: the list names both, one is here.)
+    const std::string file = photo_path(p);
+    const std::string owner = command_output("dpkg-query -S '" + file + "' 2>/dev/null");
+    EXPECT_EQ(owner.rfind(p.package + ":", 0), 0u) << file << " belongs to '" << owner << "', the list says " << p.package;
+    EXPECT_FALSE(p.licence.empty()) << file;
+    const cv::Mat rgb = read_photo_rgb8(file);
     EXPECT_EQ(rgb.type(), CV_8UC3) << p.file;
     EXPECT_GE(std::min(rgb.rows, rgb.cols), 40) << p.file;
     if (!p.cls.empty()) classes.insert(p.cls);
@@ -67,7 +69,7 @@ TEST(Photos, AMissingFileIsAnErrorNamingItsPackageAndTheListIsChecked) {
       continue;
     }
     fs::create_directories(fs::path(photo_path(p, tmp.path().string())).parent_path());
-    fs::copy_file(p.file, photo_path(p, tmp.path().string()));
+    fs::copy_file(photo_path(p), photo_path(p, tmp.path().string()));
   }
   ASSERT_NE(dropped, nullptr);
   try {
@@ -85,6 +87,27 @@ TEST(Photos, AMissingFileIsAnErrorNamingItsPackageAndTheListIsChecked) {
   EXPECT_THROW(parse_photo_list("photos:\n  - {file: a.png, package: p, licence: CC0, role: training}\n", "t"), InputError);
   EXPECT_THROW(parse_photo_list("photos:\n  - {file: a.png, package: p, licence: CC0, role: bootstrap, class: x}\n", "t"), InputError);
   EXPECT_EQ(parse_photo_list("photos:\n  - {file: a.png, package: p, licence: CC0, role: heldout, class: x}\n", "t").at(0).cls, "x");
+  EXPECT_THROW(parse_photo_list("photos:\n  - {file: [], package: p, licence: CC0, role: bootstrap}\n", "t"), InputError);
+  EXPECT_THROW(parse_photo_list("photos:\n  - {file: {a: b}, package: p, licence: CC0, role: bootstrap}\n", "t"), InputError);
+  // A file that Debian releases put in different places (GIMP 2.10's gimp/2.0, 3.0's gimp/3.0):
+  // the first place present is read; with none present the error names every place and the package.
+  const std::vector<PhotoSource> moved =
+      parse_photo_list("photos:\n  - {file: [/old/p.pat, /new/p.pat], package: gimp-data, licence: GPL-3+, role: heldout}\n", "t");
+  ASSERT_EQ(moved.at(0).places.size(), 2u);
+  const test::TempDir root;
+  try {
+    photos_for_role(moved, "heldout", root.path().string());
+    FAIL() << "a photograph in none of its places was accepted";
+  } catch (const InputError& e) {
+    for (const char* part : {"/old/p.pat", "/new/p.pat", "'gimp-data'"}) EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
+  }
+  fs::create_directories(root.path() / "new");
+  test::write_bytes((root.path() / "new/p.pat").string(), "x");
+  EXPECT_EQ(photo_path(moved.at(0), root.path().string()), (root.path() / "new/p.pat").string());
+  EXPECT_EQ(photos_for_role(moved, "heldout", root.path().string()).size(), 1u);
+  fs::create_directories(root.path() / "old");
+  test::write_bytes((root.path() / "old/p.pat").string(), "x");
+  EXPECT_EQ(photo_path(moved.at(0), root.path().string()), (root.path() / "old/p.pat").string());
 }
 
 std::string gimp_pattern(uint32_t width, uint32_t height, uint32_t bytes, const std::string& pixels) {

@@ -12,7 +12,8 @@
 namespace anomalysd {
 
 struct PhotoSource {
-  std::string file;     // absolute path where the package installs it
+  std::string file;     // absolute path where the package installs it (the first of `places`)
+  std::vector<std::string> places;  // every path a Debian release installs it at (GIMP 2.10 / 3.0); the first present is read
   std::string package;  // the Debian package that ships it (scripts/install-deps.sh installs it)
   std::string licence;
   std::string role;     // "bootstrap" or "heldout"
@@ -27,6 +28,7 @@ const std::vector<PhotoSource>& embedded_photo_list();
 // The photographs of one role, each checked to exist (under `root`, a prefix for tests; "" = /):
 // a missing file is an InputError that names the file and its package, never a silent skip.
 std::vector<PhotoSource> photos_for_role(const std::vector<PhotoSource>& list, const std::string& role, const std::string& root = "");
+// The first of the photograph's places that exists under `root`; the first place when none does.
 std::string photo_path(const PhotoSource& photo, const std::string& root = "");
 
 // GIMP's pattern format (.pat: a big-endian header, "GPAT", the name, then raw 1–4 channel pixels) as RGB8.
