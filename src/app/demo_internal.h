@@ -47,7 +47,7 @@ struct FeaturePaths {
 std::vector<FeatureNetReport> pretrain_feature_networks(const LabelledImages& data, const FeatureTrainPlan& alexnet_plan,
                                                         const FeatureTrainPlan& efficientnet_plan, uint64_t seed, const FeaturePaths& out);
 
-// The real photographs (scripts/fetch-demo-photos.sh): every PNG/JPEG in `dir`, sorted by name.
+// A folder of photographs (`pretrain-features --photos DIR`): every PNG/JPEG in `dir`, sorted by name.
 std::vector<std::filesystem::path> list_photos(const std::filesystem::path& dir);
 // `count` random square crops of a photograph, area-resized to size × size (RGB float32 [0, 1]).
 std::vector<cv::Mat> photo_crops(const std::filesystem::path& photo, int count, int size, uint64_t seed);
