@@ -23,12 +23,15 @@ if [ ! -x build/src/anomalysd ]; then
   scripts/install-deps.sh && cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release && cmake --build build --target anomalysd
 fi
 cli=build/src/anomalysd
-"$cli" demo --benchmark photos --output results/real --cache models/demo "${args[@]}"
+# `demo` exits with 3 when the method is not above the mean-image baseline: a result here (the
+# README's table reports it), not a failure of the script.
+demo() { "$cli" demo "$@" || { rc=$?; [ "$rc" -eq 3 ] || exit "$rc"; }; }
+demo --benchmark photos --output results/real --cache models/demo "${args[@]}"
 if [ "$own" = 1 ]; then
   # The same images as results/real/data (the demo's seed and size): the bootstrap learns from the
   # 10 normal training images of each class (and the shipped photographs), never a test image.
   start=$SECONDS
   "$cli" bootstrap --dataset folder --root results/real/data --output models/real-own
   echo "real-benchmark: anomalysd bootstrap took $((SECONDS - start)) s"
-  "$cli" demo --benchmark photos --bootstrap models/real-own --output results/real-own "${args[@]}"
+  demo --benchmark photos --bootstrap models/real-own --output results/real-own "${args[@]}"
 fi
