@@ -186,8 +186,15 @@ TEST(PhotoBenchmark, DeterministicInTheMvtecLayoutWithExactMasksOfEveryDefectTyp
   }
   // The mask is exactly where the defect is: a defective image is its normal twin (the same
   // stream) changed inside the mask and nowhere else.
-  const cv::Mat photo = read_photo_rgb8("/usr/share/gimp/2.0/patterns/Animal/leather.pat");
-  const std::vector<cv::Mat> foreign = {read_photo_rgb8("/usr/share/gimp/2.0/patterns/Wood/bark.pat")};
+  // Where this Debian's GIMP put them (gimp/2.0 on Debian 12, gimp/3.0 on Debian 13).
+  auto installed = [](const std::string& name) {
+    for (const PhotoSource& p : embedded_photo_list())
+      if (fs::path(p.file).filename() == name) return photo_path(p);
+    ADD_FAILURE() << name << " is not in configs/photos.yaml";
+    return std::string();
+  };
+  const cv::Mat photo = read_photo_rgb8(installed("leather.pat"));
+  const std::vector<cv::Mat> foreign = {read_photo_rgb8(installed("bark.pat"))};
   for (const std::string& defect : photo_benchmark_defects())
     for (uint64_t stream : {42ull, 43ull, 44ull}) {
       cv::Mat mask;
