@@ -466,6 +466,9 @@ void ProcessGroup::wait_for(const std::string& what, const std::function<std::ve
       if (missing.empty()) return;
       const std::string reported = im.reported_failures();
       if (!reported.empty()) {
+        // The missing ranks may have arrived between the two reads and failed right after: the wait
+        // itself completed, and the failure is named at the next one.
+        if (missing_ranks().empty()) return;
         const std::string message = "rank " + std::to_string(rank()) + ": " + what + " failed: " + reported;
         report_failure(message);
         throw DistributedError(message);
