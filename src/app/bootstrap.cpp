@@ -12,6 +12,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <set>
 #include <sstream>
@@ -219,6 +220,83 @@ void write_random_pipeline(const fs::path& dir, const BootstrapPlan& plan, uint6
   write_json(dir / "unet" / "config.json", unet_config(plan));
   UNet2DConditionModel unet(UNetConfig::from_json((dir / "unet" / "config.json").string()));
   save_safetensors((dir / "unet" / "diffusion_pytorch_model.safetensors").string(), module_tensors(*unet), {{"format", "pt"}});
+}
+
+// --- the --minutes budget ------------------------------------------------------------------------
+
+// Seconds per training step of the VAE stage and of the UNet stage at this plan's sizes on this
+// machine, measured on a throwaway random pipeline and random data: one warm-up step, then two timed.
+// The run's own models are untouched (stage 2 seeds its pipeline afresh), and every training step
+// draws from its own generator. Left out, and so in the budget's reserve: LPIPS in the VAE loss, the
+// UNet stage's augmentation and checkpoints.
+std::pair<double, double> time_training_steps(const BootstrapPlan& plan, const fs::path& scratch) {
+  write_random_pipeline(scratch, plan, 0);
+  SdPipeline pipe = load_sd_pipeline(scratch.string());
+  fs::remove_all(scratch);
+  auto timed = [](const std::function<void()>& step) {
+    step();  // warm-up: allocations, kernel choices
+    const auto t = std::chrono::steady_clock::now();
+    for (int i = 0; i < 2; ++i) step();
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count() / 2;
+  };
+  const int64_t crop = plan.vae_crop ? plan.size / 2 : plan.size;
+  torch::optim::Adam vae_adam(pipe.vae->parameters(), torch::optim::AdamOptions(plan.vae_lr));
+  const double vae_step = timed([&] {
+    const torch::Tensor x = torch::rand({plan.vae_batch, 3, crop, crop}) * 2.0 - 1.0;
+    vae_adam.zero_grad();
+    const LatentPosterior post = pipe.vae->encode(x);
+    const torch::Tensor loss = torch::mse_loss(pipe.vae->decode(post.sample()), x) + 1e-4 * post.mean.pow(2).mean();
+    loss.backward();
+    vae_adam.step();
+  });
+  for (auto& p : pipe.vae->parameters()) p.set_requires_grad(false);
+  torch::optim::Adam unet_adam(pipe.unet->parameters(), torch::optim::AdamOptions(plan.unet_lr));
+  const int64_t latent = plan.size >> (plan.vae_channels.size() - 1);
+  const double unet_step = timed([&] {
+    const torch::Tensor x = torch::rand({plan.unet_batch, 3, plan.size, plan.size}) * 2.0 - 1.0;
+    torch::Tensor z, z_masked;
+    {
+      torch::NoGradGuard no_grad;
+      z = pipe.vae->encode(x).mean;  // the image and the masked image, as finetune encodes them
+      z_masked = pipe.vae->encode(x * 0.5).mean;
+    }
+    const torch::Tensor input = torch::cat({z, torch::ones({plan.unet_batch, 1, latent, latent}), z_masked}, 1);
+    const torch::Tensor context = torch::randn({plan.unet_batch, 77, 32});
+    unet_adam.zero_grad();
+    const torch::Tensor loss = torch::mse_loss(pipe.unet->forward(input, torch::full({plan.unet_batch}, 500, torch::kLong), context), z);
+    loss.backward();
+    unet_adam.step();
+  });
+  return {vae_step, unet_step};
+}
+
+// The steps of a --minutes run: resolved once and kept in work/budget.json (and then bootstrap.json),
+// so that a resumed run trains the steps the first one chose, whatever the machine's speed now.
+BootstrapPlan plan_for_budget(const BootstrapOptions& options, BootstrapPlan plan, const fs::path& out, double elapsed,
+                              BootstrapSummary& summary) {
+  const fs::path kept = fs::is_regular_file(out / "bootstrap.json") ? out / "bootstrap.json" : out / "work" / "budget.json";
+  nlohmann::json budget;
+  if (fs::is_regular_file(kept)) budget = read_json_file(kept.string()).value("budget", nlohmann::json());
+  if (!budget.is_object() || budget.value("minutes", 0.0) != options.minutes || budget.value("plan_vae_steps", 0) != plan.vae_steps ||
+      budget.value("plan_unet_steps", 0) != plan.unet_steps) {
+    const auto [vae_step, unet_step] = time_training_steps(plan, out / "work" / "probe");
+    // Reserve: 10 % of the budget for what the probe leaves out (LPIPS, augmentation, checkpoints,
+    // loading), plus the time already spent (data, the probe).
+    const double fixed = elapsed + 0.1 * options.minutes * 60;
+    const BudgetSteps steps = steps_for_budget(plan, options.minutes * 60, fixed, vae_step, unet_step);
+    budget = {{"minutes", options.minutes},     {"plan_vae_steps", plan.vae_steps}, {"plan_unet_steps", plan.unet_steps},
+              {"vae_step_seconds", vae_step},   {"unet_step_seconds", unet_step},   {"vae_steps", steps.vae_steps},
+              {"unet_steps", steps.unet_steps}, {"scale", steps.scale}};
+    // A finished run keeps its record in bootstrap.json; a different budget there is another run (refused below).
+    if (!fs::is_regular_file(out / "bootstrap.json")) write_json(out / "work" / "budget.json", {{"budget", budget}});
+  }
+  summary.budget_scale = budget.at("scale").get<double>();
+  plan.vae_steps = budget.at("vae_steps").get<int>();
+  plan.unet_steps = budget.at("unet_steps").get<int>();
+  spdlog::info("bootstrap: --minutes {}: {} VAE and {} UNet steps ({:.0f} % of the plan's; measured {:.3f} s and {:.3f} s per step)",
+               options.minutes, plan.vae_steps, plan.unet_steps, 100 * summary.budget_scale, budget.at("vae_step_seconds").get<double>(),
+               budget.at("unet_step_seconds").get<double>());
+  return plan;
 }
 
 // --- stage 3: the VAE ---------------------------------------------------------------------------
@@ -443,6 +521,24 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
 
 }  // namespace
 
+BudgetSteps steps_for_budget(const BootstrapPlan& plan, double budget_seconds, double fixed_seconds, double vae_step_seconds,
+                             double unet_step_seconds) {
+  const double full = plan.vae_steps * vae_step_seconds + plan.unet_steps * unet_step_seconds;
+  BudgetSteps steps;
+  steps.scale = full > 0 ? std::min(1.0, (budget_seconds - fixed_seconds) / full) : 1.0;
+  steps.vae_steps = static_cast<int>(std::floor(steps.scale * plan.vae_steps));
+  steps.unet_steps = static_cast<int>(std::floor(steps.scale * plan.unet_steps));
+  const int vae_min = std::min(kMinBudgetSteps, plan.vae_steps), unet_min = std::min(kMinBudgetSteps, plan.unet_steps);
+  if (steps.vae_steps < vae_min || steps.unet_steps < unet_min) {
+    const double least = std::max(static_cast<double>(vae_min) / plan.vae_steps, static_cast<double>(unet_min) / plan.unet_steps);
+    throw InputError(fmt::format("bootstrap: --minutes {:g} leaves time for {} VAE and {} UNet steps on this machine ({:.3f} s and {:.3f} s per "
+                                 "step); the smallest useful run ({} and {}) needs about {:.1f} minutes",
+                                 budget_seconds / 60, std::max(0, steps.vae_steps), std::max(0, steps.unet_steps), vae_step_seconds,
+                                 unet_step_seconds, vae_min, unet_min, (fixed_seconds + least * full) / 60 * 1.05));
+  }
+  return steps;
+}
+
 BootstrapSummary run_bootstrap(const BootstrapOptions& options) {
   BootstrapPlan plan;
   for (const std::string& c : options.plan) {
@@ -454,8 +550,10 @@ BootstrapSummary run_bootstrap(const BootstrapOptions& options) {
   return run_bootstrap(options, plan);
 }
 
-BootstrapSummary run_bootstrap(const BootstrapOptions& options, const BootstrapPlan& plan) {
+BootstrapSummary run_bootstrap(const BootstrapOptions& options, const BootstrapPlan& planned) {
   const auto start = std::chrono::steady_clock::now();
+  if (!(options.minutes >= 0) || !std::isfinite(options.minutes)) throw InputError("bootstrap: --minutes must be a positive number of minutes");
+  BootstrapPlan plan = planned;
   if (options.output.empty()) throw InputError("bootstrap: --output is required");
   // LPIPS's AlexNet needs 32 pixels at least: the VAE's training crops may not be smaller.
   if ((plan.vae_crop ? plan.size / 2 : plan.size) < 32)
@@ -484,13 +582,14 @@ BootstrapSummary run_bootstrap(const BootstrapOptions& options, const BootstrapP
   BootstrapSummary summary;
   summary.features_dir = features_dir.string();
   summary.config_file = (out / "anomalysd.yaml").string();
-  summary.vae_steps = plan.vae_steps;
-  summary.unet_steps = plan.unet_steps;
   spdlog::info("bootstrap: a small SD inpainting pipeline trained from scratch on this CPU — not Stable Diffusion's pre-training, "
                "not the paper's setting (its model saw billions of images); output {}", out.string());
 
   // 1. the training images
   const TrainingImages images = gather_images(options, plan, seed);
+  if (options.minutes > 0) plan = plan_for_budget(options, plan, out, seconds_since(start), summary);
+  summary.vae_steps = plan.vae_steps;
+  summary.unet_steps = plan.unet_steps;
   const std::string key = run_key(options, plan, seed, images, config_text);
   if (fs::is_regular_file(out / "bootstrap.json") && fs::is_regular_file(out / "model" / "model_index.json")) {
     if (read_json_file((out / "bootstrap.json").string()).value("key", "") != key)
@@ -632,6 +731,7 @@ BootstrapSummary run_bootstrap(const BootstrapOptions& options, const BootstrapP
               {"vae_scaling_factor", summary.vae_scaling_factor}, {"vae_last_loss", vae_done.at("last_loss")}, {"unet_last_loss", unet.last_unet_loss},
               {"plan", {{"size", plan.size}, {"vae_steps", plan.vae_steps}, {"unet_steps", plan.unet_steps}, {"vae_channels", plan.vae_channels},
                         {"unet_channels", plan.unet_channels}, {"pretrained_features", plan.pretrained_features}}},
+              {"budget", fs::is_regular_file(work / "budget.json") ? read_json_file((work / "budget.json").string()).at("budget") : nlohmann::json()},
               {"note", "a CPU bootstrap without Stable Diffusion's pre-training: not the paper's setting"},
               {"seconds", summary.seconds}});
   fs::remove_all(work);

@@ -395,6 +395,9 @@ int main(int argc, char** argv) {
   boot_cmd->add_flag("--no-photos", no_photos, "Train on your images only, without the shipped real photographs");
   boot_cmd->add_flag("--overwrite", boot.overwrite, "Discard a previous run (finished or not) in --output");
   boot_cmd->add_option("--stop-after", boot.stop_after, "Run at most N training steps, checkpoint and stop (rerun to resume)");
+  boot_cmd->add_option("--minutes", boot.minutes,
+                       "A time budget: the VAE and UNet steps scaled down (never up) to end in about this many minutes on this machine")
+      ->check(CLI::PositiveNumber);
   demo_cmd->add_option("--plan", demo.plan, "Change the demo's scale: key=value (size, vae_steps, unet_steps, ...; repeatable)");
 
   InitWeightsCli init_weights;

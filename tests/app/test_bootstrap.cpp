@@ -105,6 +105,74 @@ TEST(Bootstrap, StoppedTwiceAndRerunItEqualsAnUninterruptedRunAndEvalLoadsIt) {
   EXPECT_TRUE(std::isfinite(m.image_auroc) && std::isfinite(m.pixel_auroc));
 }
 
+TEST(BootstrapBudget, StepsScaleDownToFitNeverUpAndATooSmallBudgetSaysWhatItNeeds) {
+  BootstrapPlan plan;  // 800 VAE and 700 UNet steps
+  const double tv = 0.1, tu = 0.12;  // 80 s + 84 s of steps
+  BudgetSteps roomy = steps_for_budget(plan, 600, 10, tv, tu);
+  EXPECT_EQ(roomy.vae_steps, 800) << "a budget never trains longer than the plan";
+  EXPECT_EQ(roomy.unet_steps, 700);
+  EXPECT_DOUBLE_EQ(roomy.scale, 1.0);
+  const BudgetSteps tight = steps_for_budget(plan, 100, 10, tv, tu);  // 90 s of 164: 0.549 of each stage
+  EXPECT_NEAR(tight.scale, 90.0 / 164.0, 1e-12);
+  EXPECT_EQ(tight.vae_steps, 439);
+  EXPECT_EQ(tight.unet_steps, 384);
+  EXPECT_LE(tight.vae_steps * tv + tight.unet_steps * tu, 90.0);
+  try {
+    steps_for_budget(plan, 20, 10, tv, tu);  // 10 s: 48 and 42 steps, under 100
+    FAIL() << "a budget below the smallest useful run was accepted";
+  } catch (const InputError& e) {
+    // the smallest run: 100 / 700 of the plan's 164 s plus the 10 s, with 5 % to spare: 0.6 minutes
+    EXPECT_NE(std::string(e.what()).find("needs about 0.6 minutes"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("48 VAE and 42 UNet steps"), std::string::npos) << e.what();
+  }
+}
+
+TEST(BootstrapBudget, ARerunTrainsTheStepsTheFirstRunChoseAndADifferentBudgetIsAnotherRun) {
+  TinyBootstrap f;
+  // A budget that fits the tiny plan: the probe measures both stages and keeps the plan's steps.
+  BootstrapOptions roomy = f.options("roomy");
+  roomy.minutes = 10;
+  const BootstrapSummary whole = run_bootstrap(roomy);
+  ASSERT_TRUE(whole.finished);
+  EXPECT_EQ(whole.vae_steps, 5);
+  EXPECT_EQ(whole.unet_steps, 4);
+  const nlohmann::json budget = read_json_file((fs::path(roomy.output) / "bootstrap.json").string()).at("budget");
+  EXPECT_EQ(budget.at("minutes").get<double>(), 10.0);
+  EXPECT_GT(budget.at("vae_step_seconds").get<double>(), 0.0);
+  EXPECT_GT(budget.at("unet_step_seconds").get<double>(), 0.0);
+  EXPECT_EQ(budget.at("vae_steps").get<int>(), 5);
+
+  // A run whose first part chose 3 and 2 steps (its record, as a slower machine would have left it):
+  // the rerun trains those, not what a new measurement here would choose.
+  BootstrapOptions resumed = f.options("resumed");
+  resumed.minutes = 1;
+  fs::create_directories(fs::path(resumed.output) / "work");
+  test::write_bytes((fs::path(resumed.output) / "work/budget.json").string(),
+                    nlohmann::json({{"budget", {{"minutes", 1.0}, {"plan_vae_steps", 5}, {"plan_unet_steps", 4}, {"vae_step_seconds", 0.5},
+                                                {"unet_step_seconds", 0.5}, {"vae_steps", 3}, {"unet_steps", 2}, {"scale", 0.6}}}})
+                        .dump());
+  const BootstrapSummary chosen = run_bootstrap(resumed);
+  ASSERT_TRUE(chosen.finished);
+  EXPECT_EQ(chosen.vae_steps, 3);
+  EXPECT_EQ(chosen.unet_steps, 2);
+  EXPECT_DOUBLE_EQ(chosen.budget_scale, 0.6);
+  EXPECT_EQ(read_json_file((fs::path(resumed.output) / "bootstrap.json").string()).at("plan").at("vae_steps"), 3);
+  EXPECT_TRUE(run_bootstrap(resumed).already_done) << "the finished run's budget record is read back, not measured again";
+  resumed.minutes = 2;  // another budget: measured again (5 and 4 steps here), another run
+  EXPECT_THROW(run_bootstrap(resumed), InputError);
+
+  // A budget too small for the smallest run: a clear error before any training.
+  BootstrapOptions tiny = f.options("tiny");
+  tiny.minutes = 1e-4;
+  try {
+    run_bootstrap(tiny);
+    FAIL() << "a 6-millisecond budget was accepted";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("--minutes"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(fs::path(tiny.output) / "work/vae-state")) << "no training before the budget is known to fit";
+}
+
 int cli(const std::string& args) {
   const int status = std::system((std::string(ANOMALYSD_CLI) + " " + args + " > /dev/null 2>&1").c_str());
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
@@ -132,6 +200,8 @@ TEST(Bootstrap, AnEmptyOrAllCorruptFolderIsAClearErrorWithExitCode2) {
   EXPECT_EQ(cli("bootstrap --root " + tmp.file("nowhere") + " --output " + tmp.file("out4")), 2);
   EXPECT_EQ(cli("bootstrap --root " + (tmp.path() / "corrupt").string() + " --output " + tmp.file("out5") + " --plan vae_step=3"), 2);
   EXPECT_EQ(cli("bootstrap --root " + (tmp.path() / "corrupt").string() + " --output " + tmp.file("out6") + " --plan size=48"), 2);
+  EXPECT_EQ(cli("bootstrap --root " + (tmp.path() / "corrupt").string() + " --output " + tmp.file("out7") + " --minutes -1"), 2)
+      << "a negative budget";
 }
 
 }  // namespace

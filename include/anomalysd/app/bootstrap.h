@@ -59,6 +59,7 @@ struct BootstrapOptions {
   bool photos = true;               // false: the user's images only (--no-photos)
   bool overwrite = false;           // discard a previous run (finished or not) in output
   int64_t stop_after = 0;           // > 0: run at most this many training steps, checkpoint, stop (a rerun resumes)
+  double minutes = 0;               // > 0: a time budget (--minutes): the VAE and UNet steps scaled down to fit it
   std::vector<std::string> texture_classes;  // pretrained_features only: the classes that are textures
   std::string photo_root;           // prefix of the photo files (tests); "" = /
 };
@@ -71,11 +72,25 @@ struct BootstrapSummary {
   bool already_done = false;        // the output held a finished bootstrap of the same settings
   int64_t images = 0;               // training images (user's + photo crops), after balancing
   int64_t photo_images = 0;
-  int64_t vae_steps = 0, unet_steps = 0;
+  int64_t vae_steps = 0, unet_steps = 0;   // as trained (under --minutes: the budget's)
+  double budget_scale = 1;          // --minutes: the fraction of the plan's steps the budget allowed
   int64_t start_step = 0;           // > 0 when resumed
   double seconds = 0, data_seconds = 0, vae_seconds = 0, unet_seconds = 0;
   double vae_scaling_factor = 0;
 };
+
+// --minutes: the plan's VAE and UNet steps scaled by one factor (at most 1: a budget never trains
+// longer than the plan) so that the steps fit in `budget_seconds` less `fixed_seconds` (the time
+// spent or expected outside the training steps) at the measured seconds per step. A budget that
+// leaves fewer than kMinBudgetSteps steps of a stage (or the plan's own, when fewer) is an
+// InputError that says how many minutes the smallest useful run needs.
+constexpr int kMinBudgetSteps = 100;
+struct BudgetSteps {
+  int vae_steps = 0, unet_steps = 0;
+  double scale = 1;
+};
+BudgetSteps steps_for_budget(const BootstrapPlan& plan, double budget_seconds, double fixed_seconds, double vae_step_seconds,
+                             double unet_step_seconds);
 
 BootstrapSummary run_bootstrap(const BootstrapOptions& options);
 // The same with the plan given (options.plan is ignored): the demo's way in.
