@@ -31,7 +31,9 @@ AlexNetFeaturesImpl::AlexNetFeaturesImpl() {
 
 std::vector<torch::Tensor> AlexNetFeaturesImpl::forward(const torch::Tensor& x) {
   std::vector<torch::Tensor> taps;
-  torch::Tensor h = x;
+  // At inference on the CPU, channels-last: oneDNN's convolutions and LibTorch's max-pool run faster
+  // in it (measured: bench lpips).
+  torch::Tensor h = !torch::GradMode::is_enabled() && x.device().is_cpu() ? x.contiguous(torch::MemoryFormat::ChannelsLast) : x;
   int64_t index = 0;
   for (auto& layer : *features) {  // up to the last tap; the final max-pool is not needed
     h = layer.forward(h);
