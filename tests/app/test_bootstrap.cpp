@@ -170,7 +170,7 @@ TEST(BootstrapBudget, ARerunTrainsTheStepsTheFirstRunChoseAndADifferentBudgetIsA
   } catch (const InputError& e) {
     EXPECT_NE(std::string(e.what()).find("--minutes"), std::string::npos) << e.what();
   }
-  EXPECT_FALSE(fs::exists(fs::path(tiny.output) / "work/vae-state")) << "no training before the budget is known to fit";
+  EXPECT_FALSE(fs::exists(fs::path(tiny.output) / "features")) << "no stage ran before the budget was known to fit";
 }
 
 int cli(const std::string& args) {
