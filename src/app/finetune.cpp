@@ -233,8 +233,10 @@ FinetuneSummary FinetuneRun::run() {
   trainer_ = std::make_unique<Trainer>(pipe_, lpips, std::move(training_shots), t, config_.resolution, config_.runtime.seed, rt_.device, reducer_);
   if (!rt_.device.is_cuda() && t.mixed_precision == "fp16")
     spdlog::warn("train.mixed_precision = fp16 needs CUDA (LibTorch's CPU autocast is bf16 only); training in float32 on the CPU");
-  if (!rt_.device.is_cuda() && t.mixed_precision == "bf16" && cpu_native_bf16().empty())
-    spdlog::warn("train.mixed_precision = bf16 on a CPU without native bfloat16 (AVX512-BF16 / AMX-BF16) is emulated and slower than float32");
+  if (!rt_.device.is_cuda() && t.mixed_precision == "bf16") {
+    const std::string caveat = cpu_bfloat16_caveat();
+    if (!caveat.empty()) spdlog::warn("train.mixed_precision = bf16: {}", caveat);
+  }
   if (t.mixed_precision != "no") spdlog::info("training in {} autocast: weights, Adam and the losses in float32", t.mixed_precision);
   if (options_.save_masks && pg_->is_main()) save_masks();
 

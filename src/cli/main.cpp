@@ -112,11 +112,12 @@ int run_bench(const BenchOptions& opts) {
   if (!opts.attention_blocks.empty()) anomalysd::set_fused_attention_blocks({opts.attention_blocks.at(0), opts.attention_blocks.at(1)});
   const std::string bf16 = anomalysd::cpu_native_bf16();
   std::printf("CPU GEMM: %s; attention: %s; %d threads; dtype %s (CPU bfloat16: %s)\n", rt.gemm.c_str(), opts.attention.c_str(), rt.threads,
-              opts.dtype.c_str(), bf16.empty() ? "emulated" : bf16.c_str());
+              anomalysd::precision_name(rt.dtype), bf16.empty() ? "emulated" : bf16.c_str());
   std::printf("%-11s %5s %12s %14s %12s %s\n", "component", "batch", "median s", "s per sample", "peak RSS GiB", "runs (s)");
   for (const int64_t batch : opts.batches) {
     const auto f = opts.component == "eval-maps" ? anomalysd::bench_eval_maps(batch, opts.size > 0 ? opts.size : 512, opts.repeats)
-                                              : anomalysd::bench_component(opts.component, opts.config, batch, opts.repeats, opts.size, opts.profile, opts.dtype);
+                                              : anomalysd::bench_component(opts.component, opts.config, batch, opts.repeats, opts.size, opts.profile,
+                                                                                 anomalysd::precision_name(rt.dtype));
     std::string runs;
     for (double s : f.seconds) runs += (runs.empty() ? "" : " ") + std::to_string(s).substr(0, 6);
     std::printf("%-11s %5lld %12.2f %14.2f %12.2f %s\n", f.what.c_str(), static_cast<long long>(f.batch), f.median_s,
@@ -437,8 +438,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   bench_cmd->add_option("--attention-blocks", bench.attention_blocks, "Fused attention's block: query rows and key columns (tuning; default 256 rows, key columns from the cache size)")
       ->expected(2);
-  bench_cmd->add_option("--dtype", bench.dtype, "unet / vae-*: float32 | bfloat16 | float16 (config key dtype; float16 needs CUDA)")
-      ->check(CLI::IsMember({"float32", "bfloat16", "float16"}))
+  bench_cmd->add_option("--dtype", bench.dtype, "unet / vae-*: float32 | bfloat16 | float16 | auto (config key dtype; float16 needs LibTorch >= 2 on the CPU)")
+      ->check(CLI::IsMember({"float32", "bfloat16", "float16", "auto"}))
       ->capture_default_str();
   bench_cmd->add_flag("--profile", bench.profile, "After the timed runs, profile one more and print the time per LibTorch operator");
 

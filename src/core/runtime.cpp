@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <vector>
 
@@ -35,19 +36,6 @@ Runtime apply_runtime(const RuntimeConfig& config) {
     }
   }
 
-  rt.dtype = parse_run_dtype(config.dtype);
-  rt.precision = resolve_precision(config);
-#if TORCH_VERSION_MAJOR < 2
-  if (rt.device.is_cpu() && rt.precision.any(torch::kFloat16))
-    throw InputError("float16 (key 'dtype' or 'precision.*': " + rt.precision.describe() + ") on the CPU needs LibTorch >= 2: LibTorch " +
-                     TORCH_VERSION + "'s CPU kernels lack half-precision convolution and matmul; use bfloat16 or float32 on the CPU");
-#endif
-  if (rt.device.is_cpu() && rt.precision.any(torch::kFloat16) && cpu_native_fp16().empty())
-    spdlog::warn("float16 on a CPU without native float16 arithmetic (AVX512-FP16 / AMX-FP16) is emulated: 7x slower than float32 on the "
-                 "demo here; use bfloat16 (native on this CPU: {}) or float32", cpu_native_bf16().empty() ? "no" : "yes");
-  if (rt.device.is_cpu() && rt.precision.any(torch::kBFloat16) && cpu_native_bf16().empty())
-    spdlog::warn("bfloat16 on a CPU without native bfloat16 (AVX512-BF16 / AMX-BF16) is emulated and slower than float32");
-
   rt.threads = config.threads > 0 ? static_cast<int>(config.threads) : default_thread_count();
   torch::set_num_threads(rt.threads);
   // Attention kernel everywhere (sdpa needs LibTorch >= 2); the GEMM choice only matters on the CPU.
@@ -62,9 +50,27 @@ Runtime apply_runtime(const RuntimeConfig& config) {
     rt.gemm = gemm_backend_name(gemm.backend) + " (" + gemm.reason + ")";
     spdlog::debug("CPU GEMM: {}", rt.gemm);
   }
+
+  // After the threads and the GEMM: `dtype: auto` may time bfloat16 against float32 with them.
+  std::string auto_reason;
+  rt.dtype = parse_run_dtype(resolved_dtype(config, &auto_reason));
+  if (!auto_reason.empty()) spdlog::info("dtype {}: {}", precision_name(rt.dtype), auto_reason);
+  rt.precision = resolve_precision(config);
+#if TORCH_VERSION_MAJOR < 2
+  if (rt.device.is_cpu() && rt.precision.any(torch::kFloat16))
+    throw InputError("float16 (key 'dtype' or 'precision.*': " + rt.precision.describe() + ") on the CPU needs LibTorch >= 2: LibTorch " +
+                     TORCH_VERSION + "'s CPU kernels lack half-precision convolution and matmul; use bfloat16 or float32 on the CPU");
+#endif
+  if (rt.device.is_cpu() && rt.precision.any(torch::kFloat16) && cpu_native_fp16().empty())
+    spdlog::warn("float16 on a CPU without native float16 arithmetic (AVX512-FP16 / AMX-FP16) is emulated: 7x slower than float32 on the "
+                 "demo here; use bfloat16 (native on this CPU: {}) or float32", cpu_native_bf16().empty() ? "no" : "yes");
+  if (rt.device.is_cpu() && rt.precision.any(torch::kBFloat16)) {
+    const std::string caveat = cpu_bfloat16_caveat();
+    if (!caveat.empty()) spdlog::warn("{}", caveat);
+  }
   rt.seed = config.seed;
   torch::manual_seed(static_cast<uint64_t>(rt.seed));
-  spdlog::debug("runtime: device {}, dtype {} ({}), {} threads, seed {}", rt.device.str(), config.dtype, rt.precision.describe(), rt.threads,
+  spdlog::debug("runtime: device {}, dtype {} ({}), {} threads, seed {}", rt.device.str(), precision_name(rt.dtype), rt.precision.describe(), rt.threads,
                 rt.seed);
   return rt;
 }
@@ -98,6 +104,37 @@ std::string cpu_native_fp16() {
   return flags;
 }
 
+std::string cpu_bfloat16_caveat() {
+  const std::string flags = cpu_native_bf16();
+  if (flags.empty()) return "bfloat16 on a CPU without native bfloat16 (AVX512-BF16 / AMX-BF16) is emulated and slower than float32";
+  if (!at::hasMKLDNN()) return "bfloat16 on a LibTorch without oneDNN (mkldnn) runs LibTorch's reference kernels: slower than float32";
+  const Bfloat16Speed speed = cpu_bfloat16_speed();
+  if (bfloat16_pays(speed.measured)) return "";
+  return "this CPU has bfloat16 instructions (" + flags + ") but they do not pay here: " + describe_bfloat16_speed(speed) +
+         "; float32 is as fast or faster (dtype: auto picks it)";
+}
+
+AutoDtype decide_auto_dtype(bool cuda, const std::string& bf16_flags, const Bfloat16Speed* measured) {
+  if (cuda) return {"float16", "auto on CUDA: the SD networks in float16, as diffusers runs them; latents and scores stay float32"};
+  if (bf16_flags.empty()) return {"float32", "auto on a CPU without native bfloat16 (no AVX512-BF16 / AMX-BF16): bfloat16 would be emulated"};
+  if (measured == nullptr) return {"float32", "auto on a LibTorch without oneDNN (mkldnn): no fast bfloat16 kernels"};
+  if (bfloat16_pays(measured->measured)) return {"bfloat16", "auto: " + describe_bfloat16_speed(*measured)};
+  return {"float32", "auto: the CPU has bfloat16 instructions (" + bf16_flags + ") but " + describe_bfloat16_speed(*measured) +
+                         ", not at most 0.8x"};
+}
+
+std::string resolved_dtype(const RuntimeConfig& config, std::string* reason) {
+  if (reason) reason->clear();
+  if (config.dtype != "auto") return config.dtype;
+  const bool cuda = resolves_to_cuda(config);
+  const std::string flags = cuda ? std::string() : cpu_native_bf16();
+  std::optional<Bfloat16Speed> speed;
+  if (!cuda && !flags.empty() && at::hasMKLDNN()) speed = cpu_bfloat16_speed();
+  const AutoDtype d = decide_auto_dtype(cuda, flags, speed ? &*speed : nullptr);
+  if (reason) *reason = d.reason;
+  return d.dtype;
+}
+
 std::string numeric_setup(const RuntimeConfig& config) {
   const bool cuda = resolves_to_cuda(config);
   std::string gemm = "-";  // LibTorch's own kernels on CUDA
@@ -107,7 +144,8 @@ std::string numeric_setup(const RuntimeConfig& config) {
   // Each part's precision once any is not float32 (float32 runs keep the identity they had).
   const PipelinePrecision precision = resolve_precision(config);
   const std::string parts = precision.all_float32() ? "" : " precision=(" + precision.describe() + ")";
-  return std::string("device=") + (cuda ? "cuda" : "cpu") + " dtype=" + config.dtype + parts + " cpu_gemm=" + gemm + " attention=" + attention +
+  // `auto` as resolved: an auto run and one naming its dtype compute alike, and share an identity.
+  return std::string("device=") + (cuda ? "cuda" : "cpu") + " dtype=" + resolved_dtype(config) + parts + " cpu_gemm=" + gemm + " attention=" + attention +
          " libtorch=" + TORCH_VERSION;
 }
 

@@ -14,7 +14,7 @@ RuntimeConfig RuntimeConfig::from_config(ConfigSection& section) {
   static const std::regex kDevice(R"(auto|cpu|cuda(:[0-9]+)?)");
   if (!std::regex_match(c.device, kDevice))
     throw section.error("device", "key 'device' = '" + c.device + "' is not one of: auto, cpu, cuda, cuda:N");
-  c.dtype = section.get_choice("dtype", c.dtype, {"float32", "float16", "bfloat16"});
+  c.dtype = section.get_choice("dtype", c.dtype, {"float32", "float16", "bfloat16", "auto"});
   c.seed = section.get_int("seed", c.seed, 0, std::numeric_limits<int64_t>::max());
   c.threads = section.get_int("threads", c.threads, 0, 1024);
   c.cpu_gemm = section.get_choice("cpu_gemm", c.cpu_gemm, {"auto", "onednn", "blas"});
@@ -35,11 +35,11 @@ c10::ScalarType parse_run_dtype(const std::string& name) {
   if (name == "float32") return c10::kFloat;
   if (name == "float16") return c10::kHalf;
   if (name == "bfloat16") return c10::kBFloat16;
-  throw InputError("dtype '" + name + "' is not one of: float32, float16, bfloat16");
+  throw InputError("dtype '" + name + "' is not one of: float32, float16, bfloat16 (auto is resolved by resolved_dtype)");
 }
 
 PipelinePrecision resolve_precision(const RuntimeConfig& config) {
-  const PipelinePrecision automatic = PipelinePrecision::for_dtype(parse_run_dtype(config.dtype));
+  const PipelinePrecision automatic = PipelinePrecision::for_dtype(parse_run_dtype(resolved_dtype(config)));
   auto part = [](const std::string& value, c10::ScalarType rule) { return value == "auto" ? rule : parse_run_dtype(value); };
   PipelinePrecision p;
   p.text_encoder = part(config.precision.text_encoder, automatic.text_encoder);

@@ -39,8 +39,14 @@ std::string version_report() {
                          : "fused CPU kernel for inference, chunked under autograd (LibTorch < 2.0 has no SDPA)")
     << "; chunked for bfloat16/float16 on the CPU\n";
   const std::string bf16 = cpu_native_bf16();
-  s << "CPU bfloat16: " << (bf16.empty() ? "emulated (no AVX512-BF16 / AMX-BF16): dtype bfloat16 is slower than float32 here"
-                                          : "native (" + bf16 + "): dtype bfloat16 runs the SD parts on it") << "\n";
+  RuntimeConfig automatic;
+  automatic.device = "cpu";
+  automatic.dtype = "auto";
+  std::string why;
+  const std::string chosen = resolved_dtype(automatic, &why);
+  s << "CPU bfloat16: " << (bf16.empty() ? "no native instructions (no AVX512-BF16 / AMX-BF16): emulated, slower than float32" : "instructions " + bf16)
+    << "\n";
+  s << "dtype auto on the CPU: " << chosen << " — " << why << "\n";
   s << "Distributed: " << distributed_support() << "\n";
   if (torch::cuda::is_available()) {
     s << "CUDA: available, " << torch::cuda::device_count() << " device(s)";

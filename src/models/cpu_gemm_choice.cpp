@@ -16,49 +16,11 @@
 #include "anomalysd/io/json_file.h"
 #include "anomalysd/models/cpu_gemm.h"
 #include "anomalysd/util/blas_probe.h"
+#include "machine_cache.h"
 
 namespace anomalysd {
 
 namespace {
-std::string cpu_model_name() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line, name, model;
-  while (std::getline(in, line)) {
-    const auto colon = line.find(':');
-    if (colon == std::string::npos) continue;
-    std::string key = line.substr(0, colon);
-    key.erase(key.find_last_not_of(" \t") + 1);
-    const std::string value = colon + 2 <= line.size() ? line.substr(colon + 2) : "";
-    if (key == "model name" && name.empty()) name = value;
-    if (key == "model" && model.empty()) model = value;  // the model number tells Xeon generations apart
-    if (!name.empty() && !model.empty()) break;
-  }
-  return (name.empty() ? "unknown CPU" : name) + (model.empty() ? "" : " (model " + model + ")");
-}
-
-// Seconds of the best of `repeats` runs after one warm-up.
-template <class F>
-double best_seconds(F&& run, int repeats) {
-  run();
-  double best = 1e30;
-  for (int i = 0; i < repeats; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    run();
-    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  return best;
-}
-// The cache file's entries; an unreadable or foreign file reads as empty (it is rewritten).
-nlohmann::json read_cache(const std::string& path, bool warn) {
-  try {
-    nlohmann::json cache = read_json_file(path);
-    if (cache.is_object()) return cache;
-    if (warn) spdlog::warn("{} is not a JSON object; measuring the CPU GEMM again and rewriting it", path);
-  } catch (const std::exception& e) {
-    if (warn) spdlog::warn("{} is unreadable ({}); measuring the CPU GEMM again and rewriting it", path, e.what());
-  }
-  return nlohmann::json::object();
-}
 
 std::string backend_key(GemmBackend backend) { return backend == GemmBackend::OneDnn ? "onednn" : "blas"; }
 
@@ -80,19 +42,7 @@ std::optional<GemmChoice> cached_choice(const nlohmann::json& cache, const std::
 }
 }  // namespace
 
-std::string gemm_cache_path() {
-  namespace fs = std::filesystem;
-  fs::path dir;
-  if (const char* d = std::getenv("ANOMALYSD_CACHE_DIR"); d && *d)
-    dir = d;
-  else if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x)
-    dir = fs::path(x) / "anomalysd";
-  else if (const char* h = std::getenv("HOME"); h && *h)
-    dir = fs::path(h) / ".cache" / "anomalysd";
-  else
-    return "";
-  return (dir / "cpu-gemm.json").string();
-}
+std::string gemm_cache_path() { return machine_cache_path("cpu-gemm.json"); }
 
 GemmMeasurement measure_cpu_gemm() {
   torch::NoGradGuard no_grad;
@@ -143,7 +93,7 @@ GemmChoice choose_cpu_gemm(const std::string& setting) {
     std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
     lock.emplace(path + ".lock");
   }
-  nlohmann::json cache = !path.empty() && std::filesystem::exists(path) ? read_cache(path, /*warn=*/true) : nlohmann::json::object();
+  nlohmann::json cache = !path.empty() && std::filesystem::exists(path) ? read_machine_cache(path, "the CPU GEMM") : nlohmann::json::object();
   if (const auto cached = cached_choice(cache, key)) {
     c = *cached;
     c.reason = "auto: measured once on this machine (" + figures(c.measured) + "), cached in " + path;

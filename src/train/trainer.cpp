@@ -11,6 +11,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "anomalysd/anomaly/inpaint.h"
 #include "anomalysd/data/prompts.h"
 #include "anomalysd/io/errors.h"
 #include "anomalysd/train/losses.h"

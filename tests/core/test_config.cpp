@@ -100,7 +100,7 @@ TEST(Config, WrongTypeNamesKeyAndValue) {
 TEST(Config, OutOfRangeAndBadChoice) {
   EXPECT_EQ(config_error("threads: -1\n", bind_app), "cfg.yaml:1:10: key 'threads' = -1 is out of range [0, 1024]");
   EXPECT_EQ(config_error("dtype: fp8\n", bind_app),
-            "cfg.yaml:1:8: key 'dtype' = 'fp8' is not one of: float32, float16, bfloat16");
+            "cfg.yaml:1:8: key 'dtype' = 'fp8' is not one of: float32, float16, bfloat16, auto");
   EXPECT_EQ(config_error("device: gpu\n", bind_app),
             "cfg.yaml:1:9: key 'device' = 'gpu' is not one of: auto, cpu, cuda, cuda:N");
 }

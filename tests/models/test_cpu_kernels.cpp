@@ -15,6 +15,8 @@
 #include "anomalysd/io/json_file.h"
 #include "anomalysd/models/attention_kernels.h"
 #include "anomalysd/models/blocks.h"
+#include "anomalysd/core/runtime.h"
+#include "anomalysd/models/cpu_bfloat16.h"
 #include "anomalysd/models/cpu_gemm.h"
 #include "anomalysd/models/unet.h"
 #include "models/parity.h"
@@ -341,6 +343,95 @@ TEST(TestSetup, FixturesFolderFromTheEnvironmentWinsAndTheCacheIsTheBuildTrees) 
   EXPECT_EQ(fs::path(gemm_cache_path()).parent_path(), test::test_cache_dir());
   const char* home = std::getenv("HOME");
   if (home) EXPECT_EQ(gemm_cache_path().find(std::string(home) + "/.cache"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace anomalysd
+
+namespace anomalysd {
+namespace {
+
+// `dtype: auto`'s rule, on every branch: CUDA float16; a CPU bfloat16 only with the instructions
+// and a probe that says they pay (at most 0.8x float32's time); else float32, saying why.
+TEST(AutoDtype, TheRuleOnEveryBranch) {
+  EXPECT_EQ(decide_auto_dtype(true, "", nullptr).dtype, "float16");
+  const AutoDtype no_flags = decide_auto_dtype(false, "", nullptr);
+  EXPECT_EQ(no_flags.dtype, "float32");
+  EXPECT_NE(no_flags.reason.find("without native bfloat16"), std::string::npos) << no_flags.reason;
+  EXPECT_EQ(decide_auto_dtype(false, "avx512_bf16", nullptr).dtype, "float32");  // no oneDNN: nothing measured
+
+  auto with = [](double f32, double bf16) {
+    const Bfloat16Speed s{{f32, bf16}, "cached in x"};
+    return decide_auto_dtype(false, "avx512_bf16", &s);
+  };
+  EXPECT_EQ(with(20, 10).dtype, "bfloat16");  // an AMD EPYC (Zen 4): the UNet at 0.48x
+  EXPECT_EQ(with(20, 16).dtype, "bfloat16");
+  const AutoDtype slow = with(20, 16.4);
+  EXPECT_EQ(slow.dtype, "float32");
+  EXPECT_NE(slow.reason.find("0.82x"), std::string::npos) << slow.reason;
+  EXPECT_EQ(with(20, 31).dtype, "float32");  // an Intel Xeon with AVX512-BF16 and no AMX
+  EXPECT_FALSE(bfloat16_pays({0, 0}));
+  EXPECT_FALSE(bfloat16_pays({20, 0}));
+}
+
+// On this CPU `auto` follows the cached probe (measured once, so every run here resolves alike),
+// and a run under `auto` shares the identity (numeric setup) of one naming the dtype it resolved to.
+TEST(AutoDtype, FollowsTheCachedProbeAndSharesTheIdentityOfItsDtype) {
+  KernelSettings restore;
+  ScratchCache scratch;
+  RuntimeConfig automatic;
+  automatic.device = "cpu";
+  automatic.dtype = "auto";
+  auto named = [&](const std::string& dtype) {
+    RuntimeConfig c = automatic;
+    c.dtype = dtype;
+    return c;
+  };
+  const std::string path = (scratch.dir.path() / "cpu-bfloat16.json").string();
+  if (cpu_native_bf16().empty() || !at::hasMKLDNN()) {
+    EXPECT_EQ(resolved_dtype(automatic), "float32");
+    EXPECT_FALSE(std::filesystem::exists(path)) << "nothing to measure without bfloat16 instructions or oneDNN";
+    GTEST_SKIP() << "this CPU has no bfloat16 instructions (or LibTorch no oneDNN): auto is float32 without a probe";
+  }
+  std::string why;
+  const std::string first = resolved_dtype(automatic, &why);
+  EXPECT_NE(why.find("measured now"), std::string::npos) << why;
+  const nlohmann::json cache = read_json_file(path);
+  ASSERT_EQ(cache.size(), 1u);
+  const Bfloat16Measurement m{cache.begin().value().at("float32_ms"), cache.begin().value().at("bfloat16_ms")};
+  EXPECT_GT(m.float32_ms, 0.01);
+  EXPECT_GT(m.bfloat16_ms, 0.01);
+  EXPECT_EQ(first, bfloat16_pays(m) ? "bfloat16" : "float32");
+
+  auto cache_says = [&](double f32, double bf16) {
+    nlohmann::json c = cache;
+    c.begin().value() = {{"float32_ms", f32}, {"bfloat16_ms", bf16}};
+    test::write_bytes(path, c.dump());
+  };
+  cache_says(10, 5);
+  EXPECT_EQ(resolved_dtype(automatic, &why), "bfloat16");
+  EXPECT_NE(why.find("cached in"), std::string::npos) << why;
+  EXPECT_EQ(apply_runtime(automatic).dtype, c10::kBFloat16);
+  const PipelinePrecision p = resolve_precision(automatic);
+  EXPECT_EQ(p.unet, c10::kBFloat16);
+  EXPECT_EQ(p.latents, c10::kFloat);
+  EXPECT_EQ(numeric_setup(automatic), numeric_setup(named("bfloat16")));
+  EXPECT_EQ(cpu_bfloat16_caveat(), "");
+
+  cache_says(10, 15);
+  EXPECT_EQ(resolved_dtype(automatic), "float32");
+  EXPECT_EQ(apply_runtime(automatic).dtype, c10::kFloat);
+  EXPECT_TRUE(resolve_precision(automatic).all_float32());
+  EXPECT_EQ(numeric_setup(automatic), numeric_setup(named("float32")));
+  EXPECT_NE(numeric_setup(automatic), numeric_setup(named("bfloat16")));
+  // Naming bfloat16 where it does not pay runs it, with a warning that gives the figures.
+  EXPECT_NE(cpu_bfloat16_caveat().find("1.50x"), std::string::npos) << cpu_bfloat16_caveat();
+  EXPECT_EQ(apply_runtime(named("bfloat16")).dtype, c10::kBFloat16);
+
+  test::write_bytes(path, "{not json");  // corrupt: measured again and rewritten, not an error
+  EXPECT_EQ(resolved_dtype(automatic, &why), first);
+  EXPECT_NE(why.find("measured now"), std::string::npos) << why;
+  EXPECT_EQ(read_json_file(path).size(), 1u);
 }
 
 }  // namespace

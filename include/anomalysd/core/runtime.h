@@ -9,6 +9,7 @@
 #include <c10/core/ScalarType.h>
 
 #include "anomalysd/io/config.h"
+#include "anomalysd/models/cpu_bfloat16.h"
 #include "anomalysd/models/precision.h"
 
 namespace anomalysd {
@@ -26,7 +27,7 @@ struct PrecisionConfig {
 
 struct RuntimeConfig {
   std::string device = "auto";    // auto | cpu | cuda | cuda:N
-  std::string dtype = "float32";  // float32 | float16 | bfloat16
+  std::string dtype = "float32";  // float32 | float16 | bfloat16 | auto (resolved_dtype())
   int64_t seed = 0;
   int64_t threads = 0;  // LibTorch intra-op threads; 0 = all cores (Debian's LibTorch defaults to 1)
   std::string cpu_gemm = "auto";       // auto | onednn | blas: the CPU GEMM of Linear layers (models/cpu_gemm.h)
@@ -63,13 +64,32 @@ std::string cpu_native_bf16();
 // The same for float16 (x86: AVX512-FP16 or AMX-FP16; aarch64: fphp).
 std::string cpu_native_fp16();
 
+// Why bfloat16 would be slower than float32 on this CPU ("" when it pays): no bfloat16
+// instructions, no oneDNN, or the measured probe (cpu_bfloat16_speed(): measured once, cached).
+std::string cpu_bfloat16_caveat();
+
 // Whether `device` (auto resolved) is a CUDA device.
 bool resolves_to_cuda(const RuntimeConfig& config);
 
 c10::ScalarType parse_run_dtype(const std::string& name);  // float32 | float16 | bfloat16
 
+// The rule of `dtype: auto`, given what it depends on: on CUDA float16 (diffusers' default; the
+// latents and the scores stay float32 as for any dtype); on a CPU bfloat16 only where the CPU has
+// bfloat16 instructions (`bf16_flags`, cpu_native_bf16()) and the measured probe says they pay
+// (bfloat16_pays); else float32. `measured` is null where nothing was measured (no flags, or a
+// LibTorch without oneDNN). The reason is one line for the log.
+struct AutoDtype {
+  std::string dtype;
+  std::string reason;
+};
+AutoDtype decide_auto_dtype(bool cuda, const std::string& bf16_flags, const Bfloat16Speed* measured);
+
+// `dtype` with `auto` resolved on this machine (the CPU probe is measured once and cached, so
+// every run here resolves alike); `reason` gets the log line (empty for an explicit dtype).
+std::string resolved_dtype(const RuntimeConfig& config, std::string* reason = nullptr);
+
 // Each SD part's dtype: an explicit `precision.<part>` as written, `auto` as
-// PipelinePrecision::for_dtype(dtype) says.
+// PipelinePrecision::for_dtype(resolved_dtype(config)) says.
 PipelinePrecision resolve_precision(const RuntimeConfig& config);
 int default_thread_count();
 
