@@ -53,9 +53,10 @@ Runtime apply_runtime(const RuntimeConfig& config) {
 
   // After the threads and the GEMM: `dtype: auto` may time bfloat16 against float32 with them.
   std::string auto_reason;
-  rt.dtype = parse_run_dtype(resolved_dtype(config, &auto_reason));
+  const RuntimeConfig resolved = with_resolved_dtype(config, &auto_reason);
+  rt.dtype = parse_run_dtype(resolved.dtype);
   if (!auto_reason.empty()) spdlog::info("dtype {}: {}", precision_name(rt.dtype), auto_reason);
-  rt.precision = resolve_precision(config);
+  rt.precision = resolve_precision(resolved);
 #if TORCH_VERSION_MAJOR < 2
   if (rt.device.is_cpu() && rt.precision.any(torch::kFloat16))
     throw InputError("float16 (key 'dtype' or 'precision.*': " + rt.precision.describe() + ") on the CPU needs LibTorch >= 2: LibTorch " +
@@ -135,6 +136,12 @@ std::string resolved_dtype(const RuntimeConfig& config, std::string* reason) {
   return d.dtype;
 }
 
+RuntimeConfig with_resolved_dtype(const RuntimeConfig& config, std::string* reason) {
+  RuntimeConfig c = config;
+  c.dtype = resolved_dtype(config, reason);
+  return c;
+}
+
 std::string numeric_setup(const RuntimeConfig& config) {
   const bool cuda = resolves_to_cuda(config);
   std::string gemm = "-";  // LibTorch's own kernels on CUDA
@@ -142,10 +149,11 @@ std::string numeric_setup(const RuntimeConfig& config) {
   std::string attention = config.attention;
   if (attention == "auto") attention = sdpa_available() ? "auto=sdpa" : "auto=fused/chunked";
   // Each part's precision once any is not float32 (float32 runs keep the identity they had).
-  const PipelinePrecision precision = resolve_precision(config);
+  const RuntimeConfig resolved = with_resolved_dtype(config);
+  const PipelinePrecision precision = resolve_precision(resolved);
   const std::string parts = precision.all_float32() ? "" : " precision=(" + precision.describe() + ")";
   // `auto` as resolved: an auto run and one naming its dtype compute alike, and share an identity.
-  return std::string("device=") + (cuda ? "cuda" : "cpu") + " dtype=" + resolved_dtype(config) + parts + " cpu_gemm=" + gemm + " attention=" + attention +
+  return std::string("device=") + (cuda ? "cuda" : "cpu") + " dtype=" + resolved.dtype + parts + " cpu_gemm=" + gemm + " attention=" + attention +
          " libtorch=" + TORCH_VERSION;
 }
 

@@ -35,11 +35,12 @@ c10::ScalarType parse_run_dtype(const std::string& name) {
   if (name == "float32") return c10::kFloat;
   if (name == "float16") return c10::kHalf;
   if (name == "bfloat16") return c10::kBFloat16;
-  throw InputError("dtype '" + name + "' is not one of: float32, float16, bfloat16 (auto is resolved by resolved_dtype)");
+  if (name == "auto") throw InputError("dtype 'auto' must be resolved first (resolved_dtype(), which needs LibTorch)");
+  throw InputError("dtype '" + name + "' is not one of: float32, float16, bfloat16");
 }
 
 PipelinePrecision resolve_precision(const RuntimeConfig& config) {
-  const PipelinePrecision automatic = PipelinePrecision::for_dtype(parse_run_dtype(resolved_dtype(config)));
+  const PipelinePrecision automatic = PipelinePrecision::for_dtype(parse_run_dtype(config.dtype));
   auto part = [](const std::string& value, c10::ScalarType rule) { return value == "auto" ? rule : parse_run_dtype(value); };
   PipelinePrecision p;
   p.text_encoder = part(config.precision.text_encoder, automatic.text_encoder);

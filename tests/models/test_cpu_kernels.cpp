@@ -412,7 +412,7 @@ TEST(AutoDtype, FollowsTheCachedProbeAndSharesTheIdentityOfItsDtype) {
   EXPECT_EQ(resolved_dtype(automatic, &why), "bfloat16");
   EXPECT_NE(why.find("cached in"), std::string::npos) << why;
   EXPECT_EQ(apply_runtime(automatic).dtype, c10::kBFloat16);
-  const PipelinePrecision p = resolve_precision(automatic);
+  const PipelinePrecision p = apply_runtime(automatic).precision;
   EXPECT_EQ(p.unet, c10::kBFloat16);
   EXPECT_EQ(p.latents, c10::kFloat);
   EXPECT_EQ(numeric_setup(automatic), numeric_setup(named("bfloat16")));
@@ -421,7 +421,7 @@ TEST(AutoDtype, FollowsTheCachedProbeAndSharesTheIdentityOfItsDtype) {
   cache_says(10, 15);
   EXPECT_EQ(resolved_dtype(automatic), "float32");
   EXPECT_EQ(apply_runtime(automatic).dtype, c10::kFloat);
-  EXPECT_TRUE(resolve_precision(automatic).all_float32());
+  EXPECT_TRUE(apply_runtime(automatic).precision.all_float32());
   EXPECT_EQ(numeric_setup(automatic), numeric_setup(named("float32")));
   EXPECT_NE(numeric_setup(automatic), numeric_setup(named("bfloat16")));
   // Naming bfloat16 where it does not pay runs it, with a warning that gives the figures.

@@ -87,9 +87,12 @@ AutoDtype decide_auto_dtype(bool cuda, const std::string& bf16_flags, const Bflo
 // `dtype` with `auto` resolved on this machine (the CPU probe is measured once and cached, so
 // every run here resolves alike); `reason` gets the log line (empty for an explicit dtype).
 std::string resolved_dtype(const RuntimeConfig& config, std::string* reason = nullptr);
+// `config` with its dtype resolved_dtype()'s.
+RuntimeConfig with_resolved_dtype(const RuntimeConfig& config, std::string* reason = nullptr);
 
 // Each SD part's dtype: an explicit `precision.<part>` as written, `auto` as
-// PipelinePrecision::for_dtype(resolved_dtype(config)) says.
+// PipelinePrecision::for_dtype(dtype) says. Torch-free: `dtype: auto` must be resolved first
+// (with_resolved_dtype(); apply_runtime() and numeric_setup() do).
 PipelinePrecision resolve_precision(const RuntimeConfig& config);
 int default_thread_count();
 
