@@ -11,6 +11,7 @@
 #include "anomalysd/io/json_file.h"
 #include "anomalysd/util/hash.h"
 #include "anomalysd/train/checkpoint.h"
+#include "anomalysd/core/runtime.h"
 #include "anomalysd/core/version.h"
 #include "app/finetune_internal.h"
 
@@ -33,7 +34,7 @@ std::string training_identity(const AppConfig& c, const std::string& base, const
   x.resolution = c.resolution;
   x.prompts = c.prompts;
   x.runtime.seed = c.runtime.seed;
-  x.runtime.dtype = c.runtime.dtype;
+  x.runtime.dtype = resolved_dtype(c.runtime);  // `auto` as resolved on this machine
   x.features = c.features;
   const nlohmann::json id = {{"config", x.to_yaml()}, {"base", fs::absolute(base).lexically_normal().string()}, {"shots", shots}, {"dataset", dataset}};
   return hex(fnv1a(json_compact(id)));

@@ -11,6 +11,7 @@ namespace anomalysd {
 
 nlohmann::json config_identity(AppConfig c) {
   const std::string numeric = numeric_setup(c.runtime);
+  c.runtime.dtype = resolved_dtype(c.runtime);  // `auto` as resolved (before `device` is blanked): it computes what the named dtype does
   c.runtime.device = "-";
   c.runtime.threads = 0;
   c.runtime.cpu_gemm = c.runtime.attention = "-";  // in `numeric`, resolved

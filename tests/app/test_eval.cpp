@@ -17,6 +17,7 @@
 #include "anomalysd/app/calibration.h"
 #include "anomalysd/app/eval.h"
 #include "anomalysd/app/method.h"
+#include "anomalysd/core/runtime.h"
 #include "anomalysd/data/image_io.h"
 #include "anomalysd/io/errors.h"
 #include "anomalysd/io/json_file.h"
@@ -266,6 +267,32 @@ TEST(Eval, Bfloat16RunsEndToEndOnTheCpuWithFiniteMapsCloseToFloat32) {
   EXPECT_LT(worst, 0.10) << "largest relative difference of a bfloat16 map to its float32 map";
   EXPECT_GT(largest, 0.0);
   std::printf("bfloat16 vs float32 maps: largest difference %.3f of the map's maximum\n", worst);
+}
+
+// `dtype: auto` is the dtype it resolves to on this machine (a cached probe on the CPU): its run
+// has that dtype's identity, so a rerun that names the dtype resumes it, and the other dtype is
+// refused as another numeric setup.
+TEST(Eval, DtypeAutoRunsAndResumesAsTheDtypeItResolvesTo) {
+  ANOMALYSD_REQUIRE_FIXTURES(fixtures);
+  EvalFixture f(fixtures);
+  RuntimeConfig cpu_auto;
+  cpu_auto.device = "cpu";
+  cpu_auto.dtype = "auto";
+  const std::string chosen = resolved_dtype(cpu_auto);
+  ASSERT_TRUE(chosen == "float32" || chosen == "bfloat16") << chosen;
+  EvalOptions automatic = f.options("auto");
+  automatic.limit_per_class = 2;
+  automatic.overrides.push_back("dtype=auto");
+  const EvalSummary a = run_eval(automatic);
+  ASSERT_EQ(a.computed, 4);
+  EvalOptions named = automatic;
+  named.overrides.back() = "dtype=" + chosen;
+  const EvalSummary b = run_eval(named);
+  EXPECT_EQ(b.computed, 0) << "naming the dtype auto chose is the same run";
+  EXPECT_EQ(b.resumed, 4);
+  EvalOptions other = automatic;
+  other.overrides.back() = std::string("dtype=") + (chosen == "float32" ? "bfloat16" : "float32");
+  EXPECT_THROW(run_eval(other), InputError);
 }
 
 TEST(Eval, DistanceSizeRunsLpipsOnResizedImagesAndIsANoOpAtTheModelResolution) {
