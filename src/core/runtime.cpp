@@ -55,7 +55,7 @@ Runtime apply_runtime(const RuntimeConfig& config) {
   std::string auto_reason;
   const RuntimeConfig resolved = with_resolved_dtype(config, &auto_reason);
   rt.dtype = parse_run_dtype(resolved.dtype);
-  if (!auto_reason.empty()) spdlog::info("dtype {}: {}", precision_name(rt.dtype), auto_reason);
+  if (!auto_reason.empty()) spdlog::info("dtype auto: {} ({})", precision_name(rt.dtype), auto_reason);
   rt.precision = resolve_precision(resolved);
 #if TORCH_VERSION_MAJOR < 2
   if (rt.device.is_cpu() && rt.precision.any(torch::kFloat16))
@@ -105,33 +105,36 @@ std::string cpu_native_fp16() {
   return flags;
 }
 
-std::string cpu_bfloat16_caveat() {
-  const std::string flags = cpu_native_bf16();
-  if (flags.empty()) return "bfloat16 on a CPU without native bfloat16 (AVX512-BF16 / AMX-BF16) is emulated and slower than float32";
-  if (!at::hasMKLDNN()) return "bfloat16 on a LibTorch without oneDNN (mkldnn) runs LibTorch's reference kernels: slower than float32";
-  const Bfloat16Speed speed = cpu_bfloat16_speed();
-  if (bfloat16_pays(speed.measured)) return "";
-  return "this CPU has bfloat16 instructions (" + flags + ") but they do not pay here: " + describe_bfloat16_speed(speed) +
-         "; float32 is as fast or faster (dtype: auto picks it)";
+AutoDtype decide_auto_dtype(bool cuda, const std::string& bf16_flags, const Bfloat16Speed* measured) {
+  if (cuda) return {"float16", "on CUDA: the SD networks in float16, as diffusers runs them; latents and scores stay float32"};
+  if (bf16_flags.empty()) return {"float32", "a CPU without native bfloat16 (no AVX512-BF16 / AMX-BF16): bfloat16 would be emulated"};
+  if (measured == nullptr) return {"float32", "a LibTorch without oneDNN (mkldnn): no fast bfloat16 kernels"};
+  if (bfloat16_pays(measured->measured)) return {"bfloat16", describe_bfloat16_speed(*measured)};
+  return {"float32", "the CPU has bfloat16 instructions (" + bf16_flags + ") but " + describe_bfloat16_speed(*measured) +
+                         ", not at most 0.8x"};
 }
 
-AutoDtype decide_auto_dtype(bool cuda, const std::string& bf16_flags, const Bfloat16Speed* measured) {
-  if (cuda) return {"float16", "auto on CUDA: the SD networks in float16, as diffusers runs them; latents and scores stay float32"};
-  if (bf16_flags.empty()) return {"float32", "auto on a CPU without native bfloat16 (no AVX512-BF16 / AMX-BF16): bfloat16 would be emulated"};
-  if (measured == nullptr) return {"float32", "auto on a LibTorch without oneDNN (mkldnn): no fast bfloat16 kernels"};
-  if (bfloat16_pays(measured->measured)) return {"bfloat16", "auto: " + describe_bfloat16_speed(*measured)};
-  return {"float32", "auto: the CPU has bfloat16 instructions (" + bf16_flags + ") but " + describe_bfloat16_speed(*measured) +
-                         ", not at most 0.8x"};
+namespace {
+
+// decide_auto_dtype() on this CPU: its flags, and the probe only where it can decide.
+AutoDtype cpu_auto_dtype() {
+  const std::string flags = cpu_native_bf16();
+  std::optional<Bfloat16Speed> speed;
+  if (!flags.empty() && at::hasMKLDNN()) speed = cpu_bfloat16_speed();
+  return decide_auto_dtype(false, flags, speed ? &*speed : nullptr);
+}
+
+}  // namespace
+
+std::string cpu_bfloat16_caveat() {
+  const AutoDtype d = cpu_auto_dtype();
+  return d.dtype == "bfloat16" ? "" : "bfloat16 is slower than float32 here, and dtype auto runs float32: " + d.reason;
 }
 
 std::string resolved_dtype(const RuntimeConfig& config, std::string* reason) {
   if (reason) reason->clear();
   if (config.dtype != "auto") return config.dtype;
-  const bool cuda = resolves_to_cuda(config);
-  const std::string flags = cuda ? std::string() : cpu_native_bf16();
-  std::optional<Bfloat16Speed> speed;
-  if (!cuda && !flags.empty() && at::hasMKLDNN()) speed = cpu_bfloat16_speed();
-  const AutoDtype d = decide_auto_dtype(cuda, flags, speed ? &*speed : nullptr);
+  const AutoDtype d = resolves_to_cuda(config) ? decide_auto_dtype(true, "", nullptr) : cpu_auto_dtype();
   if (reason) *reason = d.reason;
   return d.dtype;
 }

@@ -55,9 +55,11 @@ Bfloat16Speed cpu_bfloat16_speed() {
     const Bfloat16Measurement m = measure_cpu_bfloat16();
     return nlohmann::json{{"float32_ms", m.float32_ms}, {"bfloat16_ms", m.bfloat16_ms}};
   };
+  const MachineEntry e = measured_once("cpu-bfloat16.json", key, "bfloat16's speed", valid, measure);
   Bfloat16Speed s;
-  const nlohmann::json e = measured_once("cpu-bfloat16.json", key, "bfloat16's speed", valid, measure, &s.source);
-  s.measured = {e.at("float32_ms").get<double>(), e.at("bfloat16_ms").get<double>()};
+  s.measured = {e.value.at("float32_ms").get<double>(), e.value.at("bfloat16_ms").get<double>()};
+  const std::string cached = e.cached_in.empty() ? "" : "cached in " + e.cached_in;
+  s.source = e.measured_now ? "measured now" + (cached.empty() ? "" : ", " + cached) : cached;
   return s;
 }
 

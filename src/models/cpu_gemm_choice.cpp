@@ -1,19 +1,11 @@
 // The per-machine choice of the CPU GEMM: measured once, cached, or forced by `cpu_gemm`.
-#include <algorithm>
-#include <chrono>
-#include <cstdlib>
-#include <filesystem>
-#include <fstream>
 #include <optional>
 
 #include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
 #include <torch/torch.h>
 #include <torch/version.h>
 
-#include "anomalysd/io/atomic_write.h"
 #include "anomalysd/io/errors.h"
-#include "anomalysd/io/json_file.h"
 #include "anomalysd/models/cpu_gemm.h"
 #include "anomalysd/util/blas_probe.h"
 #include "machine_cache.h"
@@ -29,15 +21,14 @@ std::string figures(const GemmMeasurement& m) {
          std::to_string(static_cast<int>(m.blas_gflops));
 }
 
-// The cache's entry for `key`, when it names a backend.
-std::optional<GemmChoice> cached_choice(const nlohmann::json& cache, const std::string& key) {
-  const auto it = cache.find(key);
-  if (it == cache.end() || !it->is_object()) return std::nullopt;
-  const std::string backend = it->value("backend", "");
+// A cache entry's choice, when it names a backend.
+std::optional<GemmChoice> cached_choice(const nlohmann::json& entry) {
+  if (!entry.is_object()) return std::nullopt;
+  const std::string backend = entry.value("backend", "");
   if (backend != "onednn" && backend != "blas") return std::nullopt;
   GemmChoice c;
   c.backend = backend == "onednn" ? GemmBackend::OneDnn : GemmBackend::Blas;
-  c.measured = {it->value("onednn_gflops", 0.0), it->value("blas_gflops", 0.0)};
+  c.measured = {entry.value("onednn_gflops", 0.0), entry.value("blas_gflops", 0.0)};
   return c;
 }
 }  // namespace
@@ -83,39 +74,19 @@ GemmChoice choose_cpu_gemm(const std::string& setting) {
   // count: the backend changes a run's last bits, the thread count must only change its speed (a
   // run resumed with another thread count is accepted), so every thread count shares one choice.
   const std::string key = cpu_model_name() + " | " + loaded_blas() + " | LibTorch " + TORCH_VERSION;
-  const std::string path = gemm_cache_path();
-  // Every process on this machine must make the same choice (it is part of each run's identity,
-  // and a resumed run refuses another): the first to measure writes the cache while holding its
-  // lock, and the others wait for it and read its entry instead of measuring concurrently.
-  std::optional<FileLock> lock;
-  if (!path.empty()) {
-    std::error_code ec;
-    std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
-    lock.emplace(path + ".lock");
-  }
-  nlohmann::json cache = !path.empty() && std::filesystem::exists(path) ? read_machine_cache(path, "the CPU GEMM") : nlohmann::json::object();
-  if (const auto cached = cached_choice(cache, key)) {
-    c = *cached;
-    c.reason = "auto: measured once on this machine (" + figures(c.measured) + "), cached in " + path;
-    return c;
-  }
-  c.measured = measure_cpu_gemm();
-  // oneDNN costs two layout copies per call: it must win clearly to be worth it.
-  c.backend = c.measured.onednn_gflops > 1.15 * c.measured.blas_gflops ? GemmBackend::OneDnn : GemmBackend::Blas;
-  c.reason = "auto: measured now (" + figures(c.measured) + ")";
-  if (!path.empty()) {
-    try {
-      cache[key] = {{"backend", backend_key(c.backend)},
-                    {"onednn_gflops", c.measured.onednn_gflops},
-                    {"blas_gflops", c.measured.blas_gflops}};
-      write_file_atomically(path, json_text(cache));
-      c.reason += ", cached in " + path;
-    } catch (const std::exception& e) {
-      spdlog::warn("could not write the CPU GEMM choice to {} ({}); it is measured again next run — set cpu_gemm: onednn or blas "
-                   "to keep runs identical",
-                   path, e.what());
-    }
-  }
+  auto valid = [](const nlohmann::json& e) { return cached_choice(e).has_value(); };
+  auto measure = [] {
+    const GemmMeasurement m = measure_cpu_gemm();
+    // oneDNN costs two layout copies per call: it must win clearly to be worth it.
+    const GemmBackend backend = m.onednn_gflops > 1.15 * m.blas_gflops ? GemmBackend::OneDnn : GemmBackend::Blas;
+    return nlohmann::json{{"backend", backend_key(backend)}, {"onednn_gflops", m.onednn_gflops}, {"blas_gflops", m.blas_gflops}};
+  };
+  const MachineEntry entry = measured_once("cpu-gemm.json", key, "the CPU GEMM choice", valid, measure,
+                                           " — set cpu_gemm: onednn or blas to keep runs identical");
+  c = *cached_choice(entry.value);
+  const std::string cached = entry.cached_in.empty() ? "" : "cached in " + entry.cached_in;
+  c.reason = entry.measured_now ? "auto: measured now (" + figures(c.measured) + ")" + (cached.empty() ? "" : ", " + cached)
+                                : "auto: measured once on this machine (" + figures(c.measured) + "), " + cached;
   return c;
 }
 

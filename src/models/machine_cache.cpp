@@ -3,9 +3,11 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include <spdlog/spdlog.h>
 
+#include "anomalysd/io/atomic_write.h"
 #include "anomalysd/io/json_file.h"
 
 namespace anomalysd {
@@ -51,17 +53,9 @@ nlohmann::json read_machine_cache(const std::string& path, const std::string& wh
   return nlohmann::json::object();
 }
 
-}  // namespace anomalysd
-
-#include <optional>
-
-#include "anomalysd/io/atomic_write.h"
-
-namespace anomalysd {
-
-nlohmann::json measured_once(const std::string& file, const std::string& key, const std::string& what,
-                             const std::function<bool(const nlohmann::json&)>& valid, const std::function<nlohmann::json()>& measure,
-                             std::string* where) {
+MachineEntry measured_once(const std::string& file, const std::string& key, const std::string& what,
+                           const std::function<bool(const nlohmann::json&)>& valid, const std::function<nlohmann::json()>& measure,
+                           const std::string& unwritten_hint) {
   const std::string path = machine_cache_path(file);
   std::optional<FileLock> lock;
   if (!path.empty()) {
@@ -70,19 +64,15 @@ nlohmann::json measured_once(const std::string& file, const std::string& key, co
     lock.emplace(path + ".lock");
   }
   nlohmann::json cache = !path.empty() && std::filesystem::exists(path) ? read_machine_cache(path, what) : nlohmann::json::object();
-  if (const auto it = cache.find(key); it != cache.end() && valid(*it)) {
-    if (where) *where = "cached in " + path;
-    return *it;
-  }
-  nlohmann::json entry = measure();
-  if (where) *where = "measured now";
+  if (const auto it = cache.find(key); it != cache.end() && valid(*it)) return {*it, false, path};
+  MachineEntry entry{measure(), true, ""};
   if (path.empty()) return entry;
   try {
-    cache[key] = entry;
+    cache[key] = entry.value;
     write_file_atomically(path, json_text(cache));
-    if (where) *where += ", cached in " + path;
+    entry.cached_in = path;
   } catch (const std::exception& e) {
-    spdlog::warn("could not write {} to {} ({}); it is measured again next run", what, path, e.what());
+    spdlog::warn("could not write {} to {} ({}); it is measured again next run{}", what, path, e.what(), unwritten_hint);
   }
   return entry;
 }
